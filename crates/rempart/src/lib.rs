@@ -1,0 +1,28 @@
+//! # rempart
+//!
+//! Resilience policies that keep a service standing when what it depends on
+//! fails. Each policy is a plain async API and a `tower` layer.
+//!
+//! - [`circuit_breaker`]: stop calling a failing dependency, probe it, recover.
+//! - [`clock`]: the time every policy reads, with a manual clock for tests.
+//! - [`rng`]: the seedable random source behind jitter.
+//!
+//! ```
+//! use rempart::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let cb = CircuitBreaker::new(CircuitBreakerConfig::default());
+//! let answer = cb.call(|| async { Ok::<_, std::io::Error>(42) }).await.unwrap();
+//! assert_eq!(answer, 42);
+//! assert_eq!(cb.state(), CircuitState::Closed);
+//! # });
+//! ```
+#![deny(missing_docs)]
+
+pub mod circuit_breaker;
+pub mod clock;
+pub mod rng;
+
+pub use circuit_breaker::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitMetrics, CircuitState,
+};
