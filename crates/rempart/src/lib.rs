@@ -18,6 +18,7 @@
 //! # });
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod circuit_breaker;
 pub mod clock;
