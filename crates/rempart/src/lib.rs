@@ -27,3 +27,8 @@ pub mod rng;
 pub use circuit_breaker::{
     CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitMetrics, CircuitState,
 };
+
+// The README's Rust examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
