@@ -82,26 +82,51 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// Admitted while Closed: feeds the failure run and the window.
-    Closed,
+    Closed = 0,
     /// A HalfOpen trial: holds a slot until recorded or dropped.
-    Trial,
+    Trial = 1,
     /// MetricsOnly: counted, decides nothing.
-    Counted,
+    Counted = 2,
     /// Disabled: not even counted.
-    Uncounted,
+    Uncounted = 3,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Ticket {
-    generation: u32,
-    kind: Kind,
-    started: Option<Instant>,
+/// A permit's admission packed in one word, `generation << 32 | kind`, or
+/// `DONE` once its outcome is recorded. One plain word because the permit
+/// lives in the caller's future across the await and is copied in and out of
+/// it: mixed-width fields there cost store-forwarding stalls on every call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ticket(u64);
+
+impl Ticket {
+    const DONE: Ticket = Ticket(u64::MAX);
+
+    #[inline]
+    fn new(generation: u32, kind: Kind) -> Self {
+        Ticket((u64::from(generation) << 32) | kind as u64)
+    }
+    #[inline]
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    #[inline]
+    fn kind(self) -> Kind {
+        match self.0 & 0b11 {
+            0 => Kind::Closed,
+            1 => Kind::Trial,
+            2 => Kind::Counted,
+            _ => Kind::Uncounted,
+        }
+    }
 }
 
 struct Shared {
     // Read on every call; written only on failures and state changes.
     word: AtomicU64,
     open_until: AtomicU64,
+    /// No timing, no window, no listener: a Closed success only counts itself
+    /// and ends a failure run if there is one.
+    plain: bool,
     settings: Settings,
     clock: Arc<dyn Clock>,
     listeners: Box<[Arc<dyn CircuitListener>]>,
@@ -200,6 +225,9 @@ impl CircuitBreaker {
         let shared = Shared {
             word: AtomicU64::new(word_of(&core)),
             open_until: AtomicU64::new(core.open_until.as_nanos()),
+            plain: settings.slow_call_duration.is_none()
+                && settings.window.is_none()
+                && listeners.is_empty(),
             settings,
             clock,
             listeners: listeners.into_boxed_slice(),
@@ -294,22 +322,22 @@ impl CircuitBreaker {
     /// ```
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
-        let ticket = self.shared.acquire()?;
+        let (ticket, started) = self.shared.acquire()?;
         Ok(Permit {
             shared: &self.shared,
             ticket,
-            recorded: false,
+            started,
         })
     }
 
     /// Like [`try_acquire`](Self::try_acquire), with a permit that owns a handle to
     /// the breaker, for futures that must be `'static`.
     pub fn try_acquire_owned(&self) -> Result<OwnedPermit, Rejected> {
-        let ticket = self.shared.acquire()?;
+        let (ticket, started) = self.shared.acquire()?;
         Ok(OwnedPermit {
             shared: Arc::clone(&self.shared),
             ticket,
-            recorded: false,
+            started,
         })
     }
 
@@ -400,26 +428,28 @@ impl Shared {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The time a call starts, read only when slow calls are timed.
     #[inline]
-    fn acquire(&self) -> Result<Ticket, Rejected> {
+    fn start_time(&self) -> Instant {
+        if self.settings.slow_call_duration.is_some() {
+            self.clock.now()
+        } else {
+            Instant::ZERO
+        }
+    }
+
+    #[inline]
+    fn acquire(&self) -> Result<(Ticket, Instant), Rejected> {
         let w = self.word.load(Ordering::Acquire);
         if w & SLOW_PATH_MASK == 0 {
-            return Ok(Ticket {
-                generation: generation(w),
-                kind: Kind::Closed,
-                started: self.settings.slow_call_duration.map(|_| self.clock.now()),
-            });
+            return Ok((Ticket::new(generation(w), Kind::Closed), self.start_time()));
         }
         self.acquire_slow(w)
     }
 
     #[cold]
-    fn acquire_slow(&self, w: u64) -> Result<Ticket, Rejected> {
-        let ticket = |generation, kind| Ticket {
-            generation,
-            kind,
-            started: self.settings.slow_call_duration.map(|_| self.clock.now()),
-        };
+    fn acquire_slow(&self, w: u64) -> Result<(Ticket, Instant), Rejected> {
+        let ticket = |generation, kind| (Ticket::new(generation, kind), self.start_time());
         match mode_of(w) {
             CircuitMode::ForcedOpen => return Err(self.reject(Rejected::Open)),
             CircuitMode::Disabled => return Ok(ticket(0, Kind::Uncounted)),
@@ -476,16 +506,28 @@ impl Shared {
 
     /// Records a permit's end: `None` when it was dropped unrecorded.
     #[inline]
-    fn finish(&self, t: Ticket, outcome: Option<Outcome>) {
-        if t.kind == Kind::Uncounted {
+    fn finish(&self, t: Ticket, started: Instant, outcome: Option<Outcome>) {
+        if self.plain && t.kind() == Kind::Closed && outcome == Some(Outcome::Success) {
+            self.counters.count(Count::Success, false);
+            if fails(self.word.load(Ordering::Relaxed)) != 0 {
+                self.closed_success(t.generation(), false);
+            }
             return;
         }
-        let (slow, duration) = match (t.started, self.settings.slow_call_duration) {
-            (Some(start), Some(limit)) => {
-                let d = self.clock.now().saturating_duration_since(start);
+        self.finish_other(t, started, outcome);
+    }
+
+    #[inline(never)]
+    fn finish_other(&self, t: Ticket, started: Instant, outcome: Option<Outcome>) {
+        if t.kind() == Kind::Uncounted {
+            return;
+        }
+        let (slow, duration) = match self.settings.slow_call_duration {
+            Some(limit) => {
+                let d = self.clock.now().saturating_duration_since(started);
                 (d >= limit, Some(d))
             }
-            _ => (false, None),
+            None => (false, None),
         };
         let (count, call_outcome) = match outcome {
             Some(Outcome::Success) => (Count::Success, CallOutcome::Success),
@@ -501,10 +543,10 @@ impl Shared {
                 duration,
             });
         }
-        match t.kind {
+        match t.kind() {
             Kind::Closed => match outcome {
-                Some(Outcome::Success) => self.closed_success(t.generation, slow),
-                Some(Outcome::Failure) => self.closed_failure(t.generation, slow),
+                Some(Outcome::Success) => self.closed_success(t.generation(), slow),
+                Some(Outcome::Failure) => self.closed_failure(t.generation(), slow),
                 _ => {}
             },
             Kind::Trial => {
@@ -515,14 +557,14 @@ impl Shared {
                 };
                 let now = self.clock.now();
                 let mut core = self.lock();
-                let change = core.record_trial(&self.settings, t.generation, trial, now);
+                let change = core.record_trial(&self.settings, t.generation(), trial, now);
                 self.apply(core, change, now);
             }
             Kind::Counted | Kind::Uncounted => {}
         }
     }
 
-    #[inline]
+    #[cold]
     fn closed_success(&self, generation_: u32, slow: bool) {
         let mut w = self.word.load(Ordering::Relaxed);
         // Ending a failure run is a shared write, made only when there is a run to end.
@@ -633,7 +675,7 @@ impl Shared {
 pub struct Permit<'a> {
     shared: &'a Shared,
     ticket: Ticket,
-    recorded: bool,
+    started: Instant,
 }
 
 /// A [`Permit`] that owns a handle to its breaker (`'static`), from
@@ -643,7 +685,7 @@ pub struct Permit<'a> {
 pub struct OwnedPermit {
     shared: Arc<Shared>,
     ticket: Ticket,
-    recorded: bool,
+    started: Instant,
 }
 
 macro_rules! permit_methods {
@@ -652,8 +694,8 @@ macro_rules! permit_methods {
             /// Records the call's outcome.
             #[inline]
             pub fn record(mut self, outcome: Outcome) {
-                self.recorded = true;
-                self.shared.finish(self.ticket, Some(outcome));
+                let ticket = std::mem::replace(&mut self.ticket, Ticket::DONE);
+                self.shared.finish(ticket, self.started, Some(outcome));
             }
             /// Records a success.
             #[inline]
@@ -674,8 +716,8 @@ macro_rules! permit_methods {
         impl Drop for $t {
             #[inline]
             fn drop(&mut self) {
-                if !self.recorded {
-                    self.shared.finish(self.ticket, None);
+                if self.ticket != Ticket::DONE {
+                    self.shared.finish(self.ticket, self.started, None);
                 }
             }
         }

@@ -66,7 +66,10 @@ pub(crate) enum Count {
 impl Counters {
     #[inline]
     pub(crate) fn count(&self, what: Count, slow: bool) {
-        let row = self.rows.get_or_default();
+        let row = match self.rows.get() {
+            Some(row) => row,
+            None => self.first_row(),
+        };
         bump(match what {
             Count::Success => &row.successes,
             Count::Failure => &row.failures,
@@ -76,6 +79,13 @@ impl Counters {
         if slow {
             bump(&row.slow);
         }
+    }
+
+    /// The calling thread's first count: make its row (once per thread and breaker).
+    #[cold]
+    #[inline(never)]
+    fn first_row(&self) -> &Row {
+        self.rows.get_or_default()
     }
 
     pub(crate) fn snapshot(&self) -> CircuitMetrics {
