@@ -6,6 +6,7 @@
 //! - [`circuit_breaker`]: stop calling a failing dependency, probe it, recover.
 //! - [`clock`]: the time every policy reads, with a manual clock for tests.
 //! - [`rng`]: the seedable random source behind jitter.
+//! - [`prometheus`]: Prometheus exposition, read at scrape time.
 //!
 //! ```
 //! use rempart::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
@@ -22,6 +23,7 @@
 
 pub mod circuit_breaker;
 pub mod clock;
+pub mod prometheus;
 pub mod rng;
 
 pub use circuit_breaker::{

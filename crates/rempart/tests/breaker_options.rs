@@ -619,3 +619,49 @@ fn initial_state_open_starts_its_timer_at_build() {
         .unwrap();
     assert_eq!(cb.state(), CircuitState::HalfOpen);
 }
+
+#[test]
+fn tracing_listener_logs_each_transition_with_the_breakers_name() {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let clock = ManualClock::new();
+        let cb = CircuitBreaker::builder()
+            .name("reporting")
+            .listener(TracingListener)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        cb.trip();
+        clock.advance(Duration::from_secs(30));
+        cb.state();
+    });
+    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<_> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains("WARN")
+            && lines[0].contains("circuit opened")
+            && lines[0].contains("breaker=reporting"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("INFO") && lines[1].contains("from=Open to=HalfOpen"),
+        "{log}"
+    );
+}

@@ -104,3 +104,27 @@ pub trait CircuitListener: Send + Sync + fmt::Debug + 'static {
         let _ = event;
     }
 }
+
+/// Logs every state change through `tracing`: `warn` when a circuit opens,
+/// `info` for the other changes, with the breaker's name, both states, the
+/// reason and the open period as fields.
+///
+/// ```
+/// use rempart::CircuitBreaker;
+/// use rempart::circuit_breaker::TracingListener;
+///
+/// let cb = CircuitBreaker::builder().name("orders").listener(TracingListener).build().unwrap();
+/// cb.trip(); // logs: WARN circuit opened breaker=orders from=Closed to=Open ...
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingListener;
+
+impl CircuitListener for TracingListener {
+    fn on_state_change(&self, c: &StateChange) {
+        if c.to == CircuitState::Open {
+            tracing::warn!(breaker = %c.name, from = %c.from, to = %c.to, reason = ?c.reason, open_for = ?c.open_for, "circuit opened");
+        } else {
+            tracing::info!(breaker = %c.name, from = %c.from, to = %c.to, reason = ?c.reason, "circuit state changed");
+        }
+    }
+}

@@ -43,7 +43,9 @@ pub use breaker::{CircuitBreaker, Outcome, OwnedPermit, Permit};
 pub use config::{CircuitBreakerBuilder, CircuitBreakerConfig, OpenBackoff, SlidingWindow};
 pub use error::{CircuitError, ConfigError, Rejected};
 pub use layer::CircuitBreakerLayer;
-pub use listener::{CallEvent, CallOutcome, CircuitListener, StateChange, TransitionReason};
+pub use listener::{
+    CallEvent, CallOutcome, CircuitListener, StateChange, TracingListener, TransitionReason,
+};
 pub use metrics::CircuitMetrics;
 pub use service::{CircuitBreakerService, Classify, ErrorsAreFailures, ResponseFuture};
 pub use state::CircuitMode;
