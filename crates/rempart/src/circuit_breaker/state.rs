@@ -11,7 +11,10 @@
 //!   in `breaker.rs`, which calls [`Core::trip`] when the run reaches the
 //!   threshold), or when a rate rule over the sliding window says so (at least
 //!   `minimum_calls` in the window, and the failure or slow-call percentage at or
-//!   above its threshold). Rates are judged each time an outcome is recorded.
+//!   above its threshold). Rates are judged each time a failure or a slow
+//!   call is recorded: a success can only lower them. (So with 9 failures
+//!   and `minimum_calls` 10, a 10th call that succeeds does not open the
+//!   circuit; the next failure does.)
 //! - **Open**: calls are refused until `open_until`; from then on the circuit
 //!   is HalfOpen, whether or not a call arrives (`refresh`).
 //! - **HalfOpen**: at most `half_open_max_calls` trial calls in flight. A failed
@@ -160,6 +163,10 @@ impl Core {
         }
         let window = self.window.as_mut()?;
         window.record(now, failed, slow);
+        if !failed && !slow {
+            // A success can only lower the rates: nothing to judge.
+            return None;
+        }
         let t = window.totals(now);
         if t.calls < u64::from(s.minimum_calls) {
             return None;
