@@ -1,19 +1,13 @@
 //! Seed 004, section 4.1: the grading table, one test per row, on a manual clock.
 
-use rempart::circuit_breaker::{CircuitBreakerBuilder, CircuitMetrics};
-use rempart::clock::ManualClock;
+mod common;
+
+use rempart::circuit_breaker::CircuitMetrics;
 use rempart::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn breaker(config: CircuitBreakerConfig) -> (CircuitBreaker, ManualClock) {
-    let clock = ManualClock::new();
-    let cb = CircuitBreakerBuilder::from_config(config)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    (cb, clock)
-}
+use common::breaker_on_manual_clock as breaker;
 
 async fn fail(cb: &CircuitBreaker) -> Result<(), CircuitError<&'static str>> {
     cb.call(|| async { Err("down") }).await

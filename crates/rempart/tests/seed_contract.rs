@@ -3,6 +3,8 @@
 //! breaker does no I/O), so their `.await` is dropped. `test_half_open_success`
 //! keeps the seed's real sleep on purpose: it checks the breaker on the system clock.
 
+mod common;
+
 use rempart::*;
 use std::time::Duration;
 
@@ -137,19 +139,10 @@ fn breaker_is_send_and_sync() {
 // The seed's `cargo test` session (its section 3.0) lists twelve tests; these are
 // the seven whose bodies its file does not give, written to the same contract.
 mod named_in_the_seeds_session {
-    use rempart::circuit_breaker::CircuitBreakerBuilder;
-    use rempart::clock::ManualClock;
     use rempart::*;
     use std::time::Duration;
 
-    fn breaker(config: CircuitBreakerConfig) -> (CircuitBreaker, ManualClock) {
-        let clock = ManualClock::new();
-        let cb = CircuitBreakerBuilder::from_config(config)
-            .clock(clock.clone())
-            .build()
-            .unwrap();
-        (cb, clock)
-    }
+    use super::common::breaker_on_manual_clock as breaker;
 
     #[tokio::test]
     async fn test_closed_state_failure() {

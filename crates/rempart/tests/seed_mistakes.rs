@@ -1,20 +1,15 @@
 //! Seed 004, section 4.10: the five classic mistakes (mutants A–E). Each test is
 //! named after what it guards and fails on the mutant it describes.
 
-use rempart::circuit_breaker::{CircuitBreakerBuilder, CircuitListener, StateChange};
+mod common;
+
+use rempart::circuit_breaker::{CircuitListener, StateChange};
 use rempart::clock::ManualClock;
 use rempart::*;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-fn breaker(config: CircuitBreakerConfig) -> (CircuitBreaker, ManualClock) {
-    let clock = ManualClock::new();
-    let cb = CircuitBreakerBuilder::from_config(config)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    (cb, clock)
-}
+use common::breaker_on_manual_clock as breaker;
 
 /// Mutant A: closing on the first HalfOpen success.
 #[tokio::test]

@@ -13,9 +13,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::CircuitState;
 use super::config::{CircuitBreakerBuilder, CircuitBreakerConfig, Settings};
-use super::error::{CircuitError, Rejected};
+use super::error::Rejected;
+use super::future::Call;
 use super::listener::{CallEvent, CallOutcome, CircuitListener, StateChange, TransitionReason};
 use super::metrics::{CircuitMetrics, Count, Counters};
+use super::service::ErrorsAreFailures;
 use super::state::{Change, CircuitMode, Core, Trial};
 use crate::clock::{Clock, Instant, MonotonicClock};
 use crate::rng::{Rng, SplitMix64};
@@ -252,19 +254,12 @@ impl CircuitBreaker {
     /// Dropping the returned future before it finishes records nothing and frees
     /// any HalfOpen slot it held.
     #[inline]
-    pub async fn call<F, Fut, T, E>(&self, operation: F) -> Result<T, CircuitError<E>>
+    pub fn call<F, Fut, T, E>(&self, operation: F) -> Call<'_, ErrorsAreFailures, F, Fut>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let permit = self.try_acquire().map_err(Rejected::into_error)?;
-        let result = operation().await;
-        permit.record(if result.is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        });
-        result.map_err(CircuitError::OperationFailed)
+        Call::new(self, ErrorsAreFailures, operation)
     }
 
     /// Like [`call`](Self::call), with `classify` deciding what counts: a business
@@ -290,20 +285,13 @@ impl CircuitBreaker {
     /// # });
     /// ```
     #[inline]
-    pub async fn call_classified<C, F, Fut, T, E>(
-        &self,
-        classify: C,
-        operation: F,
-    ) -> Result<T, CircuitError<E>>
+    pub fn call_classified<C, F, Fut, T, E>(&self, classify: C, operation: F) -> Call<'_, C, F, Fut>
     where
         C: FnOnce(&Result<T, E>) -> Outcome,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let permit = self.try_acquire().map_err(Rejected::into_error)?;
-        let result = operation().await;
-        permit.record(classify(&result));
-        result.map_err(CircuitError::OperationFailed)
+        Call::new(self, classify, operation)
     }
 
     /// Asks to make one call, for callers that cannot hand over a closure (a proxy).

@@ -32,6 +32,7 @@
 mod breaker;
 mod config;
 mod error;
+mod future;
 mod layer;
 mod listener;
 mod metrics;
@@ -42,6 +43,7 @@ mod window;
 pub use breaker::{CircuitBreaker, Outcome, OwnedPermit, Permit};
 pub use config::{CircuitBreakerBuilder, CircuitBreakerConfig, OpenBackoff, SlidingWindow};
 pub use error::{CircuitError, ConfigError, Rejected};
+pub use future::Call;
 pub use layer::CircuitBreakerLayer;
 pub use listener::{
     CallEvent, CallOutcome, CircuitListener, StateChange, TracingListener, TransitionReason,
