@@ -151,6 +151,59 @@ impl Clock for ManualClock {
     }
 }
 
+/// tokio's clock (`tokio::time::Instant`), with its origin at the moment this
+/// value was created.
+///
+/// Use it when a policy's timers sleep on tokio: under
+/// `#[tokio::test(start_paused = true)]` (or `tokio::time::pause`) the policy's
+/// time then moves with tokio's paused time, so timeouts, backoffs and open
+/// periods can be tested exactly and instantly.
+///
+/// ```
+/// use rempart::clock::{Clock, TokioClock};
+/// use std::time::Duration;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+/// let clock = TokioClock::new();
+/// tokio::time::sleep(Duration::from_secs(30)).await; // instant: time is paused
+/// assert_eq!(clock.now().as_nanos(), 30_000_000_000);
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock whose origin is tokio's now.
+    pub fn new() -> Self {
+        TokioClock {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The tokio instant that `t` (a reading of this clock) stands for, to
+    /// sleep until it.
+    pub fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
+        self.origin + Duration::from_nanos(t.as_nanos())
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    #[inline]
+    fn now(&self) -> Instant {
+        Instant(duration_to_nanos(
+            tokio::time::Instant::now().saturating_duration_since(self.origin),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,8 @@
 //! fails. Each policy is a plain async API and a `tower` layer.
 //!
 //! - [`circuit_breaker`]: stop calling a failing dependency, probe it, recover.
-//! - [`clock`]: the time every policy reads, with a manual clock for tests.
+//! - [`clock`]: the time every policy reads, with a manual clock for tests
+//!   and a tokio clock that follows tokio's paused time.
 //! - [`rng`]: the seedable random source behind jitter.
 //! - [`prometheus`]: Prometheus exposition, read at scrape time.
 //!
@@ -23,6 +24,7 @@
 
 pub mod circuit_breaker;
 pub mod clock;
+mod per_thread;
 pub mod prometheus;
 pub mod rng;
 

@@ -1,14 +1,8 @@
-//! Call counters without contended writes.
-//!
-//! Every call bumps a counter, so a counter shared by all threads would bounce
-//! its cache line between cores on every call. Instead each thread owns a row
-//! of counters (`thread_local::ThreadLocal`), written only by that thread with a
-//! plain load and store, and `snapshot` sums the rows. A row outlives its
-//! thread and is handed, with its counts, to the next thread that takes that
-//! thread's id, so no count is ever lost.
+//! The breaker's call counters: per-thread rows (see `crate::per_thread`), so
+//! counting a call never writes a cache line another core is using.
 
+use crate::per_thread::PerThreadCounters;
 use std::sync::atomic::{AtomicU64, Ordering};
-use thread_local::ThreadLocal;
 
 /// The breaker's counters at one moment.
 ///
@@ -33,74 +27,47 @@ pub struct CircuitMetrics {
 }
 
 #[derive(Debug, Default)]
-#[repr(align(128))] // a row per cache-line pair, so neighbouring rows never share a line
-pub(crate) struct Row {
-    successes: AtomicU64,
-    failures: AtomicU64,
-    rejected: AtomicU64,
-    ignored: AtomicU64,
-    slow: AtomicU64,
-}
-
-#[inline]
-fn bump(c: &AtomicU64) {
-    // Only the owning thread writes its row, so load + store is exact and needs
-    // no locked instruction.
-    c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-}
-
-#[derive(Debug, Default)]
 pub(crate) struct Counters {
-    rows: ThreadLocal<Row>,
+    rows: PerThreadCounters<5>,
     pub(crate) transitions: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Count {
-    Success,
-    Failure,
-    Rejected,
-    Ignored,
+    Success = 0,
+    Failure = 1,
+    Rejected = 2,
+    Ignored = 3,
 }
+
+/// The row index of the slow-call counter, after the four [`Count`]s.
+const SLOW: usize = 4;
 
 impl Counters {
     #[inline]
     pub(crate) fn count(&self, what: Count, slow: bool) {
-        let row = match self.rows.get() {
-            Some(row) => row,
-            None => self.first_row(),
-        };
-        bump(match what {
-            Count::Success => &row.successes,
-            Count::Failure => &row.failures,
-            Count::Rejected => &row.rejected,
-            Count::Ignored => &row.ignored,
-        });
+        self.rows.bump(what as usize);
         if slow {
-            bump(&row.slow);
+            self.rows.bump(SLOW);
         }
-    }
-
-    /// The calling thread's first count: make its row (once per thread and breaker).
-    #[cold]
-    #[inline(never)]
-    fn first_row(&self) -> &Row {
-        self.rows.get_or_default()
     }
 
     pub(crate) fn snapshot(&self) -> CircuitMetrics {
-        let mut m = CircuitMetrics {
+        let [
+            successful_calls,
+            failed_calls,
+            rejected_calls,
+            ignored_calls,
+            slow_calls,
+        ] = self.rows.sum();
+        CircuitMetrics {
+            total_calls: successful_calls + failed_calls + rejected_calls + ignored_calls,
+            successful_calls,
+            failed_calls,
+            rejected_calls,
             state_transitions: self.transitions.load(Ordering::Relaxed),
-            ..CircuitMetrics::default()
-        };
-        for row in self.rows.iter() {
-            m.successful_calls += row.successes.load(Ordering::Relaxed);
-            m.failed_calls += row.failures.load(Ordering::Relaxed);
-            m.rejected_calls += row.rejected.load(Ordering::Relaxed);
-            m.ignored_calls += row.ignored.load(Ordering::Relaxed);
-            m.slow_calls += row.slow.load(Ordering::Relaxed);
+            ignored_calls,
+            slow_calls,
         }
-        m.total_calls = m.successful_calls + m.failed_calls + m.rejected_calls + m.ignored_calls;
-        m
     }
 }
