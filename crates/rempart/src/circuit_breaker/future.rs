@@ -49,7 +49,9 @@ where
 {
     type Output = Result<T, CircuitError<E>>;
 
-    #[inline]
+    // Always inlined: the caller's poll loop then keeps the per-thread counter
+    // row in hand instead of looking it up through thread-local storage again.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         if let Some(operation) = this.operation.take() {
