@@ -12,3 +12,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod headers;
+pub mod router;
+pub mod upstream;
