@@ -41,7 +41,7 @@ impl Router {
                 })
             })
             .collect();
-        routes.sort_by(|a, b| b.path_prefix.len().cmp(&a.path_prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
         Router { routes }
     }
 
