@@ -680,7 +680,7 @@ impl<'t> Reader<'t> {
                  `admin_token` (its bearer token); set one or bind to 127.0.0.1",
             );
         }
-        if listen == admin_listen {
+        if listen == admin_listen && listen.port() != 0 {
             let at = self.entry(s, "admin_listen").map_or(at, |e| e.1);
             self.problem(
                 at,

@@ -11,7 +11,11 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod headers;
+pub mod metrics;
+pub mod proxy;
 pub mod router;
+pub mod server;
 pub mod upstream;
