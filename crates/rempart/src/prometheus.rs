@@ -84,6 +84,12 @@ impl BreakerCollector {
     }
 }
 
+impl Default for BreakerCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Collector for BreakerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let breakers = self
@@ -221,11 +227,5 @@ mod tests {
         assert!(text.contains(r#"circuit_breaker_state{service="orders"} 1"#));
         assert!(collector.remove("orders"));
         assert!(!scrape(&registry).contains("service=\"orders\""));
-    }
-}
-
-impl Default for BreakerCollector {
-    fn default() -> Self {
-        Self::new()
     }
 }
