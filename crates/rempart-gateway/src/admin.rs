@@ -8,6 +8,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use std::path::PathBuf;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -17,11 +18,17 @@ use crate::proxy::Gateway;
 struct Admin {
     gateway: Gateway,
     token: Option<String>,
+    config_path: Option<PathBuf>,
 }
 
-/// The admin routes, for `gateway`, demanding `token` as a bearer token if set.
-pub fn router(gateway: Gateway, token: Option<String>) -> Router {
-    let state = Admin { gateway, token };
+/// The admin routes, for `gateway`, demanding `token` as a bearer token if
+/// set; `POST /reload` re-reads `config_path`.
+pub fn router(gateway: Gateway, token: Option<String>, config_path: Option<PathBuf>) -> Router {
+    let state = Admin {
+        gateway,
+        token,
+        config_path,
+    };
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -29,6 +36,7 @@ pub fn router(gateway: Gateway, token: Option<String>) -> Router {
         .route("/status", get(status))
         .route("/breakers/{name}/trip", post(trip))
         .route("/breakers/{name}/reset", post(reset))
+        .route("/reload", post(reload))
         .layer(middleware::from_fn_with_state(state.clone(), bearer))
         .with_state(state)
 }
@@ -37,9 +45,10 @@ pub(crate) async fn serve(
     listener: TcpListener,
     gateway: Gateway,
     token: Option<String>,
+    config_path: Option<PathBuf>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let app = router(gateway, token);
+    let app = router(gateway, token, config_path);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|s| *s).await;
@@ -172,4 +181,32 @@ async fn trip(State(admin): State<Admin>, Path(name): Path<String>) -> Response 
 
 async fn reset(State(admin): State<Admin>, Path(name): Path<String>) -> Response {
     breaker_action(&admin, &name, false)
+}
+
+async fn reload(State(admin): State<Admin>) -> Response {
+    match crate::server::reload(&admin.gateway, admin.config_path.as_deref()) {
+        Ok(report) => axum::Json(json!({
+            "status": "reloaded",
+            "breakers_kept": report.breakers_kept,
+            "breakers_new": report.breakers_new,
+            "removed": report.removed,
+            "needs_restart": report.needs_restart,
+        }))
+        .into_response(),
+        Err(e) => {
+            let problems: Vec<String> = match &e {
+                crate::server::ReloadError::Config(c) => c
+                    .problems()
+                    .iter()
+                    .map(|p| format!("{}:{}: `{}`: {}", p.line, p.column, p.key, p.message))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "reload_refused", "message": e.to_string(), "problems": problems})),
+            )
+                .into_response()
+        }
+    }
 }

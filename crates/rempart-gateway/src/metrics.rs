@@ -76,24 +76,28 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The registry behind `/metrics`.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    breakers: BreakerCollector,
     calls: Family<CallLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Metrics {
-    /// Metrics for a gateway with these breakers.
-    pub fn new(breakers: impl IntoIterator<Item = CircuitBreaker>) -> Metrics {
+    /// An empty registry.
+    pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let collector = BreakerCollector::without_call_counts();
-        for b in breakers {
-            collector.add(b);
-        }
-        registry.register_collector(Box::new(collector));
+        let breakers = BreakerCollector::without_call_counts();
+        registry.register_collector(Box::new(breakers.clone()));
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "circuit_breaker_calls",
@@ -116,10 +120,16 @@ impl Metrics {
         );
         Metrics {
             registry,
+            breakers,
             calls,
             requests,
             latency,
         }
+    }
+
+    /// Exposes exactly these breakers (after a reload, the new set).
+    pub fn set_breakers(&self, breakers: impl IntoIterator<Item = CircuitBreaker>) {
+        self.breakers.replace_all(breakers);
     }
 
     /// Counts one call to `service`.

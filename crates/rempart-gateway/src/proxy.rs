@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -25,7 +26,7 @@ use rempart::circuit_breaker::{CircuitBreakerBuilder, SlidingWindow};
 use rempart::clock::{Clock, Instant};
 use rempart::rng::{Rng, SplitMix64};
 
-use crate::config::{BackoffKind, GatewayConfig, JitterKind, RetryOn, ServerConfig, ServiceConfig};
+use crate::config::{BackoffKind, GatewayConfig, JitterKind, RetryOn, ServiceConfig};
 use crate::headers;
 use crate::metrics::{Metrics, Outcome};
 use crate::router::Router;
@@ -45,13 +46,35 @@ pub struct Service {
     /// Its circuit breaker.
     pub breaker: CircuitBreaker,
     /// Its hosts.
-    pub upstreams: Upstreams,
+    pub upstreams: Arc<Upstreams>,
     bulkhead: Arc<tokio::sync::Semaphore>,
 }
 
 impl Service {
-    fn new(config: ServiceConfig, clock: Arc<dyn Clock>) -> Result<Service, String> {
+    fn new(
+        config: ServiceConfig,
+        clock: Arc<dyn Clock>,
+        previous: Option<&Service>,
+    ) -> Result<Service, String> {
         let b = &config.circuit_breaker;
+        if let Some(old) = previous.filter(|o| o.config.circuit_breaker == *b) {
+            return Ok(Service {
+                breaker: old.breaker.clone(),
+                upstreams: if old.config.upstreams == config.upstreams {
+                    Arc::clone(&old.upstreams)
+                } else {
+                    Arc::new(Upstreams::new(&config.upstreams, clock))
+                },
+                bulkhead: if old.config.bulkhead.max_concurrent == config.bulkhead.max_concurrent {
+                    Arc::clone(&old.bulkhead)
+                } else {
+                    Arc::new(tokio::sync::Semaphore::new(
+                        config.bulkhead.max_concurrent as usize,
+                    ))
+                },
+                config,
+            });
+        }
         let breaker = CircuitBreakerBuilder::default()
             .name(config.name.as_str())
             // opossum's model: only the error percentage trips, not a run of failures.
@@ -69,7 +92,7 @@ impl Service {
             .build()
             .map_err(|e| format!("service {:?}: {e}", config.name))?;
         Ok(Service {
-            upstreams: Upstreams::new(&config.upstreams, clock),
+            upstreams: Arc::new(Upstreams::new(&config.upstreams, clock)),
             bulkhead: Arc::new(tokio::sync::Semaphore::new(
                 config.bulkhead.max_concurrent as usize,
             )),
@@ -86,20 +109,43 @@ impl Service {
 }
 
 /// The gateway's request handler: cheap to clone, shared by every connection.
+///
+/// Its routes and services can be replaced while it serves
+/// ([`reload`](Gateway::reload)): a request runs to its end on the
+/// configuration it started with, and new requests take the new one.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    state: Arc<State>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    current: ArcSwap<State>,
+    client: UpstreamClient,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug)]
 struct State {
-    server: ServerConfig,
+    config: GatewayConfig,
     trusted: Vec<IpNet>,
     router: Router,
-    services: Vec<Service>,
-    client: UpstreamClient,
-    metrics: Metrics,
-    clock: Arc<dyn Clock>,
+    services: Vec<Arc<Service>>,
+}
+
+/// What a reload kept and what it replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Services whose circuit breaker (and its state) carried over.
+    pub breakers_kept: Vec<String>,
+    /// Services whose breaker was rebuilt because its settings changed, or
+    /// that are new.
+    pub breakers_new: Vec<String>,
+    /// Services that are gone.
+    pub removed: Vec<String>,
+    /// Settings that only take effect on restart (the listeners).
+    pub needs_restart: Vec<String>,
 }
 
 /// Why the gateway answered for the upstream.
@@ -111,34 +157,71 @@ enum Refusal {
     Unreachable,
 }
 
-impl Gateway {
-    /// Builds the handler for `config`, with time read from `clock`.
-    pub fn new(config: &GatewayConfig, clock: Arc<dyn Clock>) -> Result<Gateway, String> {
-        let services = config
-            .services
-            .iter()
-            .map(|s| Service::new(s.clone(), Arc::clone(&clock)))
-            .collect::<Result<Vec<_>, _>>()?;
+impl State {
+    /// The state for `config`, keeping from `previous` every piece whose
+    /// settings did not change: a breaker keeps its state, a host its
+    /// ejection, a bulkhead its in-flight count.
+    fn build(
+        config: &GatewayConfig,
+        clock: &Arc<dyn Clock>,
+        previous: Option<&State>,
+        report: &mut ReloadReport,
+    ) -> Result<State, String> {
+        let mut services = Vec::with_capacity(config.services.len());
+        for sc in &config.services {
+            let old = previous.and_then(|p| p.services.iter().find(|s| s.config.name == sc.name));
+            let svc = Service::new(sc.clone(), Arc::clone(clock), old.map(|s| &**s))?;
+            if old.is_some_and(|o| o.breaker.ptr_eq(&svc.breaker)) {
+                report.breakers_kept.push(sc.name.clone());
+            } else {
+                report.breakers_new.push(sc.name.clone());
+            }
+            services.push(Arc::new(svc));
+        }
+        if let Some(p) = previous {
+            for old in &p.services {
+                if config.service(&old.config.name).is_none() {
+                    report.removed.push(old.config.name.clone());
+                }
+            }
+            if p.config.server.listen != config.server.listen {
+                report.needs_restart.push("server.listen".into());
+            }
+            if p.config.server.admin_listen != config.server.admin_listen {
+                report.needs_restart.push("server.admin_listen".into());
+            }
+        }
         let router = Router::new(&config.routes, |name| {
             config.services.iter().position(|s| s.name == name)
         });
+        Ok(State {
+            config: config.clone(),
+            trusted: config
+                .rate_limit
+                .as_ref()
+                .map(|r| r.trusted_proxies.clone())
+                .unwrap_or_default(),
+            router,
+            services,
+        })
+    }
+}
+
+impl Gateway {
+    /// Builds the handler for `config`, with time read from `clock`.
+    pub fn new(config: &GatewayConfig, clock: Arc<dyn Clock>) -> Result<Gateway, String> {
+        let state = State::build(config, &clock, None, &mut ReloadReport::default())?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        let metrics = Metrics::new(services.iter().map(|s| s.breaker.clone()));
+        let metrics = Metrics::new();
+        metrics.set_breakers(state.services.iter().map(|s| s.breaker.clone()));
         Ok(Gateway {
-            state: Arc::new(State {
-                server: config.server.clone(),
-                trusted: config
-                    .rate_limit
-                    .as_ref()
-                    .map(|r| r.trusted_proxies.clone())
-                    .unwrap_or_default(),
-                router,
-                services,
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(state),
                 client,
                 metrics,
                 clock,
@@ -146,14 +229,34 @@ impl Gateway {
         })
     }
 
+    /// Serves `config` from now on. In-flight requests finish on the old one.
+    /// A service whose breaker settings are unchanged keeps its breaker, state
+    /// included; listener changes are reported as needing a restart.
+    pub fn reload(&self, config: &GatewayConfig) -> Result<ReloadReport, String> {
+        let previous = self.shared.current.load_full();
+        let mut report = ReloadReport::default();
+        let state = State::build(config, &self.shared.clock, Some(&previous), &mut report)?;
+        self.shared
+            .metrics
+            .set_breakers(state.services.iter().map(|s| s.breaker.clone()));
+        self.shared.current.store(Arc::new(state));
+        tracing::info!(?report, "configuration reloaded");
+        Ok(report)
+    }
+
+    /// The configuration being served.
+    pub fn config(&self) -> GatewayConfig {
+        self.shared.current.load().config.clone()
+    }
+
     /// The services, in config order.
-    pub fn services(&self) -> &[Service] {
-        &self.state.services
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        self.shared.current.load().services.clone()
     }
 
     /// The Prometheus registry behind `/metrics`.
     pub fn metrics(&self) -> &Metrics {
-        &self.state.metrics
+        &self.shared.metrics
     }
 
     /// Answers one client request that arrived from `peer`.
@@ -162,13 +265,14 @@ impl Gateway {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<Body>, Infallible> {
-        let s = &*self.state;
+        let s = &*self.shared;
+        let state = s.current.load_full();
         let started = s.clock.now();
         let (mut parts, body) = req.into_parts();
         let request_id = headers::request_id(&mut parts.headers);
-        let client = headers::client_ip(peer, &parts.headers, &s.trusted);
+        let client = headers::client_ip(peer, &parts.headers, &state.trusted);
 
-        let Some(route) = s.router.route(parts.uri.path()).cloned() else {
+        let Some(route) = state.router.route(parts.uri.path()).cloned() else {
             let mut resp = json_error(
                 StatusCode::NOT_FOUND,
                 "no_route",
@@ -177,9 +281,9 @@ impl Gateway {
             resp.headers_mut().insert(headers::REQUEST_ID, request_id);
             return Ok(resp);
         };
-        let service = &s.services[route.service];
+        let service = &state.services[route.service];
         let mut resp = self
-            .forward(service, &route, parts, body, peer, client)
+            .forward(&state, service, &route, parts, body, peer, client)
             .await;
         resp.headers_mut().insert(headers::REQUEST_ID, request_id);
         let elapsed = s.clock.now().saturating_duration_since(started);
@@ -188,8 +292,10 @@ impl Gateway {
         Ok(resp)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
+        state: &State,
         service: &Service,
         route: &crate::router::Route,
         mut parts: http::request::Parts,
@@ -197,12 +303,12 @@ impl Gateway {
         peer: SocketAddr,
         client: std::net::IpAddr,
     ) -> Response<Body> {
-        let s = &*self.state;
+        let s = &*self.shared;
         let name = service.config.name.as_str();
 
         // The body is read whole, within the limit, so that an attempt can be
         // replayed on retry; a declared length over the limit is refused unread.
-        let limit = s.server.max_body_bytes;
+        let limit = state.config.server.max_body_bytes;
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -252,7 +358,7 @@ impl Gateway {
 
         let upstream_host = parts.headers.get(header::HOST).cloned();
         headers::strip_hop_by_hop(&mut parts.headers);
-        let peer_trusted = s.trusted.iter().any(|n| n.contains(&peer.ip()));
+        let peer_trusted = state.trusted.iter().any(|n| n.contains(&peer.ip()));
         headers::append_forwarded(
             &mut parts.headers,
             peer.ip(),
@@ -359,7 +465,7 @@ impl Gateway {
 
     /// What the client gets when the service cannot answer.
     fn fallback(&self, service: &Service, why: Refusal) -> Response<Body> {
-        let s = &*self.state;
+        let s = &*self.shared;
         s.metrics.count(&service.config.name, Outcome::Fallback);
         let (status, code) = match why {
             Refusal::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),

@@ -1,7 +1,9 @@
 //! Listeners: the client-facing proxy and the admin side, and graceful shutdown.
 
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin;
-use crate::config::GatewayConfig;
-use crate::proxy::Gateway;
+use crate::config::{ConfigError, GatewayConfig};
+use crate::proxy::{Gateway, ReloadReport};
 
 /// hyper refuses a read buffer under 8 KiB, so smaller head limits round up.
 const MIN_HEAD_BUFFER: usize = 8 * 1024;
@@ -29,14 +31,39 @@ pub struct RunningGateway {
     /// Where the admin side listens.
     pub admin_addr: SocketAddr,
     gateway: Gateway,
+    config_path: Option<PathBuf>,
     stop: watch::Sender<bool>,
     proxy: JoinHandle<()>,
     admin: JoinHandle<()>,
 }
 
 impl RunningGateway {
-    /// Binds both listeners and starts serving.
+    /// Reads the config file at `path`, binds both listeners and starts
+    /// serving; `POST /reload` on the admin side and [`reload`](Self::reload)
+    /// re-read that file.
+    pub async fn start_from_file(path: impl Into<PathBuf>) -> Result<RunningGateway, StartError> {
+        let path = path.into();
+        let config = GatewayConfig::from_file(&path).map_err(StartError::Config)?;
+        Self::start_with(&config, Some(path))
+            .await
+            .map_err(StartError::Io)
+    }
+
+    /// Binds both listeners and starts serving `config`.
     pub async fn start(config: &GatewayConfig) -> std::io::Result<RunningGateway> {
+        Self::start_with(config, None).await
+    }
+
+    /// Re-reads the config file and serves it; on any problem the running
+    /// configuration stays. Without a file (started from a value), an error.
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        reload(&self.gateway, self.config_path.as_deref())
+    }
+
+    async fn start_with(
+        config: &GatewayConfig,
+        config_path: Option<PathBuf>,
+    ) -> std::io::Result<RunningGateway> {
         let gateway =
             Gateway::new(config, Arc::new(TokioClock::new())).map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.server.listen).await?;
@@ -54,6 +81,7 @@ impl RunningGateway {
             admin_listener,
             gateway.clone(),
             config.server.admin_token.clone(),
+            config_path.clone(),
             stopped,
         ));
         tracing::info!(%addr, %admin_addr, "gateway listening");
@@ -61,6 +89,7 @@ impl RunningGateway {
             addr,
             admin_addr,
             gateway,
+            config_path,
             stop,
             proxy,
             admin,
@@ -146,4 +175,59 @@ async fn serve_proxy(
             "shutdown grace ran out; closing remaining connections"
         );
     }
+}
+
+/// Why the gateway did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration was refused.
+    Config(ConfigError),
+    /// A listener could not be bound.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Io(e) => write!(f, "cannot start the gateway: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Why a reload was refused; the old configuration keeps serving.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The gateway was started from a value, so there is no file to re-read.
+    NoFile,
+    /// The new file was refused.
+    Config(ConfigError),
+    /// The new configuration could not be put in place.
+    Apply(String),
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::NoFile => write!(f, "the gateway was not started from a config file"),
+            ReloadError::Config(e) => write!(
+                f,
+                "reload refused, still serving the old configuration: {e}"
+            ),
+            ReloadError::Apply(e) => write!(
+                f,
+                "reload refused, still serving the old configuration: {e}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+pub(crate) fn reload(gateway: &Gateway, path: Option<&Path>) -> Result<ReloadReport, ReloadError> {
+    let path = path.ok_or(ReloadError::NoFile)?;
+    let config = GatewayConfig::from_file(path).map_err(ReloadError::Config)?;
+    gateway.reload(&config).map_err(ReloadError::Apply)
 }

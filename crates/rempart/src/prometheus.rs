@@ -75,6 +75,12 @@ impl BreakerCollector {
         list.push(breaker);
     }
 
+    /// Exposes exactly `breakers`, dropping every other one (a reloaded set).
+    pub fn replace_all(&self, breakers: impl IntoIterator<Item = CircuitBreaker>) {
+        let fresh: Vec<CircuitBreaker> = breakers.into_iter().collect();
+        *self.breakers.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
     /// Stops exposing the breaker named `name`; `true` if there was one.
     pub fn remove(&self, name: &str) -> bool {
         let mut list = self.breakers.write().unwrap_or_else(|p| p.into_inner());
