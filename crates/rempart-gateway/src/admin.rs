@@ -30,6 +30,8 @@ pub fn router(gateway: Gateway, token: Option<String>, config_path: Option<PathB
         config_path,
     };
     Router::new()
+        .route("/", get(dashboard))
+        .route("/dashboard", get(dashboard))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -58,11 +60,18 @@ pub(crate) async fn serve(
 
 async fn bearer(State(admin): State<Admin>, req: Request, next: Next) -> Response {
     if let Some(token) = &admin.token {
+        // A browser cannot put a header on a page it navigates to, so the
+        // dashboard page (GET only) may carry the token as `?token=`.
+        let from_query = (req.method() == axum::http::Method::GET)
+            .then(|| req.uri().query())
+            .flatten()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or(from_query);
         // Length first, then every byte: no early exit on the first difference.
         let ok = presented.is_some_and(|p| {
             p.len() == token.len()
@@ -81,6 +90,11 @@ async fn bearer(State(admin): State<Admin>, req: Request, next: Next) -> Respons
         }
     }
     next.run(req).await
+}
+
+/// The live dashboard: one self-contained page (no CDN) polling `/status`.
+async fn dashboard() -> impl IntoResponse {
+    axum::response::Html(include_str!("dashboard.html"))
 }
 
 async fn health() -> impl IntoResponse {
@@ -128,6 +142,7 @@ async fn status(State(admin): State<Admin>) -> impl IntoResponse {
         .iter()
         .map(|s| {
             let m = s.breaker.metrics();
+            let [p50, p99] = s.latency.quantiles_ms([0.5, 0.99]);
             json!({
                 "name": s.config.name,
                 "circuit": s.breaker.state().to_string(),
@@ -145,6 +160,7 @@ async fn status(State(admin): State<Admin>) -> impl IntoResponse {
                     "weight": h.weight,
                 })).collect::<Vec<_>>(),
                 "upstreams_available": s.upstreams.available(),
+                "latency_ms": { "p50": p50, "p99": p99 },
             })
         })
         .collect();

@@ -12,6 +12,7 @@
 //! tens of microseconds, so one uncontended-enough increment is noise, unlike
 //! in the breaker's nanosecond hot path.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -173,5 +174,87 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// The last [`LatencyWindow::CAPACITY`] request latencies of one service, for
+/// the dashboard's p50 and p99 (the histograms are for Prometheus, which
+/// computes its own quantiles over any range).
+#[derive(Debug)]
+pub struct LatencyWindow {
+    ring: Mutex<Ring>,
+}
+
+#[derive(Debug)]
+struct Ring {
+    micros: Vec<u32>,
+    next: usize,
+}
+
+impl Default for LatencyWindow {
+    fn default() -> Self {
+        LatencyWindow {
+            ring: Mutex::new(Ring {
+                micros: Vec::with_capacity(Self::CAPACITY),
+                next: 0,
+            }),
+        }
+    }
+}
+
+impl LatencyWindow {
+    /// Latencies kept.
+    pub const CAPACITY: usize = 1024;
+
+    /// Records one request's latency.
+    pub fn record(&self, took: Duration) {
+        let us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+        let mut r = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        if r.micros.len() < Self::CAPACITY {
+            r.micros.push(us);
+        } else {
+            let i = r.next;
+            r.micros[i] = us;
+        }
+        r.next = (r.next + 1) % Self::CAPACITY;
+    }
+
+    /// The `q` quantiles (0 to 1) of the window, in milliseconds; `None` when empty.
+    pub fn quantiles_ms<const N: usize>(&self, q: [f64; N]) -> [Option<f64>; N] {
+        let mut v = self
+            .ring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .micros
+            .clone();
+        v.sort_unstable();
+        q.map(|q| {
+            if v.is_empty() {
+                return None;
+            }
+            // Nearest rank: the smallest value with at least q of the window at or below it.
+            let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+            Some(f64::from(v[rank - 1]) / 1000.0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_use_the_nearest_rank_over_the_last_1024_requests() {
+        let w = LatencyWindow::default();
+        assert_eq!(w.quantiles_ms([0.5]), [None]);
+        for ms in 1..=100u64 {
+            w.record(Duration::from_millis(ms));
+        }
+        assert_eq!(w.quantiles_ms([0.5, 0.99]), [Some(50.0), Some(99.0)]);
+        // Old entries roll out: after 1024 fast requests the slow ones are gone.
+        for _ in 0..LatencyWindow::CAPACITY {
+            w.record(Duration::from_millis(2));
+        }
+        assert_eq!(w.quantiles_ms([0.99]), [Some(2.0)]);
     }
 }

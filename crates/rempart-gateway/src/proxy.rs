@@ -28,7 +28,7 @@ use rempart::rng::{Rng, SplitMix64};
 
 use crate::config::{BackoffKind, GatewayConfig, JitterKind, RetryOn, ServiceConfig};
 use crate::headers;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{LatencyWindow, Metrics, Outcome};
 use crate::router::Router;
 use crate::upstream::Upstreams;
 
@@ -47,6 +47,8 @@ pub struct Service {
     pub breaker: CircuitBreaker,
     /// Its hosts.
     pub upstreams: Arc<Upstreams>,
+    /// Its recent latencies, for the dashboard.
+    pub latency: Arc<LatencyWindow>,
     bulkhead: Arc<tokio::sync::Semaphore>,
 }
 
@@ -72,6 +74,7 @@ impl Service {
                         config.bulkhead.max_concurrent as usize,
                     ))
                 },
+                latency: Arc::clone(&old.latency),
                 config,
             });
         }
@@ -93,6 +96,7 @@ impl Service {
             .map_err(|e| format!("service {:?}: {e}", config.name))?;
         Ok(Service {
             upstreams: Arc::new(Upstreams::new(&config.upstreams, clock)),
+            latency: Arc::default(),
             bulkhead: Arc::new(tokio::sync::Semaphore::new(
                 config.bulkhead.max_concurrent as usize,
             )),
@@ -287,6 +291,7 @@ impl Gateway {
             .await;
         resp.headers_mut().insert(headers::REQUEST_ID, request_id);
         let elapsed = s.clock.now().saturating_duration_since(started);
+        service.latency.record(elapsed);
         s.metrics
             .observe_request(&route.path_prefix, resp.status().as_u16(), elapsed);
         Ok(resp)
