@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// Time a client gets to send the whole request head (slowloris). Default 10 s.
     pub header_read_timeout: Duration,
+    /// Threads serving requests; 0 (the default) means one per CPU.
+    pub worker_threads: usize,
 }
 
 /// `[rate_limit]`: a token bucket per client IP.
@@ -647,6 +649,7 @@ impl<'t> Reader<'t> {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            worker_threads: 0,
         };
         let Some((table, at, path)) = self.table(top, "server") else {
             return defaults;
@@ -666,6 +669,7 @@ impl<'t> Reader<'t> {
                 "max_header_bytes",
                 "max_body_bytes",
                 "header_read_timeout",
+                "worker_threads",
             ],
         );
         let listen = self.socket(s, "listen", defaults.listen);
@@ -700,6 +704,7 @@ impl<'t> Reader<'t> {
                 "header_read_timeout",
                 defaults.header_read_timeout,
             ),
+            worker_threads: self.int(s, "worker_threads", 0, 1024, 0) as usize,
         }
     }
 
