@@ -141,6 +141,8 @@ pub struct UpstreamConfig {
 /// `bulkhead = { ... }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BulkheadConfig {
+    /// Off: no concurrency limit at all. Default on.
+    pub enabled: bool,
     /// Requests in flight at once. Default 100.
     pub max_concurrent: u32,
     /// How long a request waits for a slot before it is refused. Default 0 s.
@@ -150,6 +152,8 @@ pub struct BulkheadConfig {
 /// `circuit_breaker = { ... }`: opossum-style error percentage over a rolling window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerConfig {
+    /// Off: calls are neither judged nor refused. Default on.
+    pub enabled: bool,
     /// Open when this percentage of the window's calls failed. Default 50.
     pub error_threshold_percentage: u8,
     /// Calls the window must hold before the percentage is judged. Default 10.
@@ -1010,14 +1014,16 @@ impl<'t> Reader<'t> {
     fn bulkhead(&mut self, s: Section<'_>) -> BulkheadConfig {
         let mut path = String::new();
         let default = BulkheadConfig {
+            enabled: true,
             max_concurrent: 100,
             max_wait: Duration::ZERO,
         };
         let Some(b) = self.sub(s, "bulkhead", &mut path) else {
             return default;
         };
-        self.known_keys(b, &["max_concurrent", "max_wait"]);
+        self.known_keys(b, &["enabled", "max_concurrent", "max_wait"]);
         BulkheadConfig {
+            enabled: self.bool(b, "enabled", true),
             max_concurrent: self.int(b, "max_concurrent", 1, 1_000_000, 100) as u32,
             max_wait: self.duration(b, "max_wait", Duration::ZERO),
         }
@@ -1026,6 +1032,7 @@ impl<'t> Reader<'t> {
     fn breaker(&mut self, s: Section<'_>) -> BreakerConfig {
         let mut path = String::new();
         let d = BreakerConfig {
+            enabled: true,
             error_threshold_percentage: 50,
             volume_threshold: 10,
             rolling_window: Duration::from_secs(10),
@@ -1040,6 +1047,7 @@ impl<'t> Reader<'t> {
         self.known_keys(
             b,
             &[
+                "enabled",
                 "error_threshold_percentage",
                 "volume_threshold",
                 "rolling_window",
@@ -1050,6 +1058,7 @@ impl<'t> Reader<'t> {
             ],
         );
         let c = BreakerConfig {
+            enabled: self.bool(b, "enabled", true),
             error_threshold_percentage: self.int(b, "error_threshold_percentage", 1, 100, 50) as u8,
             volume_threshold: self.int(b, "volume_threshold", 1, 1_000_000, 10) as u32,
             rolling_window: self.duration(b, "rolling_window", d.rolling_window),

@@ -94,6 +94,9 @@ impl Service {
             .clock(Arc::clone(&clock))
             .build()
             .map_err(|e| format!("service {:?}: {e}", config.name))?;
+        if !b.enabled {
+            breaker.disable();
+        }
         Ok(Service {
             upstreams: Arc::new(Upstreams::new(&config.upstreams, clock)),
             latency: Arc::default(),
@@ -338,18 +341,23 @@ impl Gateway {
         };
 
         // Bulkhead: a slot, or a refusal after `max_wait`.
-        let wait = service.config.bulkhead.max_wait;
-        let slot = if wait.is_zero() {
-            Arc::clone(&service.bulkhead).try_acquire_owned().ok()
+        let _slot = if service.config.bulkhead.enabled {
+            let wait = service.config.bulkhead.max_wait;
+            let slot = if wait.is_zero() {
+                Arc::clone(&service.bulkhead).try_acquire_owned().ok()
+            } else {
+                tokio::time::timeout(wait, Arc::clone(&service.bulkhead).acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            };
+            if slot.is_none() {
+                s.metrics.count(name, Outcome::BulkheadFull);
+                return self.fallback(service, Refusal::BulkheadFull);
+            }
+            slot
         } else {
-            tokio::time::timeout(wait, Arc::clone(&service.bulkhead).acquire_owned())
-                .await
-                .ok()
-                .and_then(Result::ok)
-        };
-        let Some(_slot) = slot else {
-            s.metrics.count(name, Outcome::BulkheadFull);
-            return self.fallback(service, Refusal::BulkheadFull);
+            None
         };
 
         // Circuit breaker: a permit, or the fallback at once.
