@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod demo;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;
