@@ -17,6 +17,7 @@ pub mod demo;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;
+pub mod redis_backend;
 pub mod router;
 pub mod server;
 pub mod upstream;
