@@ -362,6 +362,7 @@ impl GatewayConfig {
         let mut r = Reader {
             text,
             problems: Vec::new(),
+            unnamed_service: false,
         };
         let config = r.document(doc.as_table());
         if r.problems.is_empty() {
@@ -389,6 +390,9 @@ struct Section<'a> {
 struct Reader<'t> {
     text: &'t str,
     problems: Vec<Problem>,
+    /// A `[[services]]` entry had no usable name: a route naming it would
+    /// only repeat that problem, so unknown-service errors are held back.
+    unnamed_service: bool,
 }
 
 /// Byte offset → 1-based (line, column in chars).
@@ -835,7 +839,9 @@ impl<'t> Reader<'t> {
                 at,
                 path: &path,
             };
-            if let Some(svc) = self.service(s) {
+            let svc = self.service(s);
+            self.unnamed_service |= svc.is_none();
+            if let Some(svc) = svc {
                 if !seen.insert(svc.name.clone()) {
                     let nat = self.entry(s, "name").map_or(at, |e| e.1);
                     self.problem(
@@ -1280,7 +1286,7 @@ impl<'t> Reader<'t> {
             let service = self.string(s, "service", "the name of a [[services]] entry", true);
             if let Some(name) = &service
                 && !names.contains(&name.as_str())
-                && !self.problems.iter().any(|p| p.key.starts_with("services"))
+                && !self.unnamed_service
             {
                 let sat = self.entry(s, "service").map_or(at, |e| e.1);
                 let closest = names
