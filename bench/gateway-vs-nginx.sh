@@ -21,7 +21,8 @@ for tool in nginx wrk; do
     command -v $tool >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk >/dev/null; }
 done
 
-cargo build --release -q -p rempart-cli -p rempart-gateway --example openloop
+cargo build --release -q -p rempart-cli --bin rempart
+cargo build --release -q -p rempart-gateway --example openloop
 REMPART=target/release/rempart
 OPENLOOP=target/release/examples/openloop
 
@@ -29,6 +30,8 @@ UP=18081; NGX=18082; REM=18083; ADMIN=18084
 mkdir -p "$WORK/up/html" "$WORK/up/logs" "$WORK/px/logs"
 head -c 100 /dev/zero | tr '\0' 'x' > "$WORK/up/html/small"
 head -c 16384 /dev/zero | tr '\0' 'x' > "$WORK/up/html/large"
+# nginx's workers run as www-data: they must be able to read the bodies.
+chmod -R a+rX "$WORK"
 
 cat > "$WORK/up/nginx.conf" <<CONF
 worker_processes 1;
@@ -94,6 +97,10 @@ closed() { # name port body pid
     local before after out reqs rps p50 p99 cpu
     [ -n "$4" ] && before=$(cpu_ticks "$4")
     out=$(taskset -c 1 wrk -t1 -c50 -d"${SECS}s" --latency "http://127.0.0.1:$2/$3")
+    # A run that measured error pages measured nothing: stop.
+    if echo "$out" | grep -q "Non-2xx"; then
+        echo "$1 /$3 answered errors:" >&2; echo "$out" >&2; exit 1
+    fi
     reqs=$(echo "$out" | awk '/requests in/ {print $1}')
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p50=$(echo "$out" | awk '$1=="50%" {print $2}')
@@ -111,7 +118,7 @@ openloop() { # name port body rate
     printf '%-22s %-6s %s\n' "$1" "$3" "$(taskset -c 1 "$OPENLOOP" "http://127.0.0.1:$2/$3" "$4" "$SECS" 64)"
 }
 
-for body in small large; do
+for body in ${BODIES:-small large}; do
     closed "direct (no proxy)" $UP $body ""
     closed "nginx" $NGX $body "$NGX_WORKER"
     for mode in idle policies; do

@@ -11,10 +11,17 @@ use rempart_gateway::server::{RunningGateway, StartError};
 use crate::{EXIT_FAILURE, EXIT_USAGE};
 
 fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if worker_threads > 0 {
-        b.worker_threads(worker_threads);
-    }
+    // One thread: a current-thread runtime, which skips the work-stealing
+    // scheduler's cross-thread wake-ups that a single worker never needs.
+    let mut b = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if worker_threads > 0 {
+            b.worker_threads(worker_threads);
+        }
+        b
+    };
     b.enable_all().build()
 }
 

@@ -64,22 +64,36 @@ async fn run(url: http::Uri, rate: u64, secs: u64, conns: usize) {
         tasks.push(tokio::spawn(async move {
             // At most `conns` requests in flight, like a fixed connection pool;
             // the wait for one counts in the latency.
-            let _slot = semaphore.acquire_owned().await.ok()?;
-            let resp = client.get(url).await.ok()?;
-            let ok = resp.status().is_success();
-            resp.into_body().collect().await.ok()?;
+            let _slot = semaphore.acquire_owned().await.map_err(|e| e.to_string())?;
+            let resp = client.get(url).await.map_err(|e| format!("{e:?}"))?;
+            let status = resp.status();
+            resp.into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
             #[allow(clippy::disallowed_methods)]
             let took = Instant::now().saturating_duration_since(scheduled);
-            ok.then_some(took)
+            if status.is_success() {
+                Ok(took)
+            } else {
+                Err(format!("status {status}"))
+            }
         }));
     }
     let mut lat = Vec::with_capacity(tasks.len());
     let mut errors = 0u64;
+    let mut first_error = None;
     for t in tasks {
-        match t.await.ok().flatten() {
-            Some(d) => lat.push(d.as_micros() as u64),
-            None => errors += 1,
+        match t.await.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok(d) => lat.push(d.as_micros() as u64),
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e);
+            }
         }
+    }
+    if let Some(e) = first_error {
+        eprintln!("first error: {e}");
     }
     lat.sort_unstable();
     let q = |p: f64| -> u64 {

@@ -27,7 +27,7 @@ use rempart::prometheus::BreakerCollector;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The upstream answered below 500.
-    Success,
+    Success = 0,
     /// The upstream answered 5xx, or could not be reached.
     Failure,
     /// The circuit was open.
@@ -50,6 +50,60 @@ impl Outcome {
             Outcome::Fallback => "fallback",
             Outcome::BulkheadFull => "bulkhead_full",
         }
+    }
+}
+
+const ALL_OUTCOMES: [Outcome; 6] = [
+    Outcome::Success,
+    Outcome::Failure,
+    Outcome::Rejected,
+    Outcome::Timeout,
+    Outcome::Fallback,
+    Outcome::BulkheadFull,
+];
+
+/// Status codes whose counters are made up front; others are looked up.
+const COMMON_CODES: [u16; 8] = [200, 404, 413, 429, 500, 502, 503, 504];
+
+/// One service's `circuit_breaker_calls_total` counters.
+#[derive(Debug, Clone)]
+pub struct ServiceCounters {
+    by_outcome: [Counter; 6],
+}
+
+impl ServiceCounters {
+    /// Counts one call.
+    pub fn count(&self, outcome: Outcome) {
+        self.by_outcome[outcome as usize].inc();
+    }
+}
+
+/// One route's request counters and latency histogram.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    latency: Histogram,
+    common: [Counter; 8],
+    route: String,
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl RouteMetrics {
+    /// Counts one answered request.
+    pub fn observe(&self, code: u16, took: Duration) {
+        match COMMON_CODES.iter().position(|c| *c == code) {
+            Some(i) => {
+                self.common[i].inc();
+            }
+            None => {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        route: self.route.clone(),
+                        code,
+                    })
+                    .inc();
+            }
+        }
+        self.latency.observe(took.as_secs_f64());
     }
 }
 
@@ -131,6 +185,43 @@ impl Metrics {
     /// Exposes exactly these breakers (after a reload, the new set).
     pub fn set_breakers(&self, breakers: impl IntoIterator<Item = CircuitBreaker>) {
         self.breakers.replace_all(breakers);
+    }
+
+    /// The counters of `service`, made once so that counting a request
+    /// neither hashes labels nor allocates.
+    pub fn service(&self, service: &str) -> ServiceCounters {
+        ServiceCounters {
+            by_outcome: ALL_OUTCOMES.map(|o| {
+                self.calls
+                    .get_or_create(&CallLabels {
+                        service: service.to_owned(),
+                        outcome: o.label(),
+                    })
+                    .clone()
+            }),
+        }
+    }
+
+    /// The counters and histogram of `route`, made once (see [`service`](Self::service)).
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            latency: self
+                .latency
+                .get_or_create(&RouteLabels {
+                    route: route.to_owned(),
+                })
+                .clone(),
+            common: COMMON_CODES.map(|code| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        route: route.to_owned(),
+                        code,
+                    })
+                    .clone()
+            }),
+            route: route.to_owned(),
+            requests: self.requests.clone(),
+        }
     }
 
     /// Counts one call to `service`.

@@ -28,7 +28,7 @@ use rempart::rng::{Rng, SplitMix64};
 
 use crate::config::{BackoffKind, GatewayConfig, JitterKind, RetryOn, ServiceConfig};
 use crate::headers;
-use crate::metrics::{LatencyWindow, Metrics, Outcome};
+use crate::metrics::{LatencyWindow, Metrics, Outcome, RouteMetrics, ServiceCounters};
 use crate::router::Router;
 use crate::upstream::Upstreams;
 
@@ -49,6 +49,7 @@ pub struct Service {
     pub upstreams: Arc<Upstreams>,
     /// Its recent latencies, for the dashboard.
     pub latency: Arc<LatencyWindow>,
+    counters: ServiceCounters,
     bulkhead: Arc<tokio::sync::Semaphore>,
 }
 
@@ -57,7 +58,9 @@ impl Service {
         config: ServiceConfig,
         clock: Arc<dyn Clock>,
         previous: Option<&Service>,
+        metrics: &Metrics,
     ) -> Result<Service, String> {
+        let counters = metrics.service(&config.name);
         let b = &config.circuit_breaker;
         if let Some(old) = previous.filter(|o| o.config.circuit_breaker == *b) {
             return Ok(Service {
@@ -75,6 +78,7 @@ impl Service {
                     ))
                 },
                 latency: Arc::clone(&old.latency),
+                counters,
                 config,
             });
         }
@@ -100,6 +104,7 @@ impl Service {
         Ok(Service {
             upstreams: Arc::new(Upstreams::new(&config.upstreams, clock)),
             latency: Arc::default(),
+            counters,
             bulkhead: Arc::new(tokio::sync::Semaphore::new(
                 config.bulkhead.max_concurrent as usize,
             )),
@@ -138,6 +143,8 @@ struct State {
     config: GatewayConfig,
     trusted: Vec<IpNet>,
     router: Router,
+    /// By route id.
+    route_metrics: Vec<RouteMetrics>,
     services: Vec<Arc<Service>>,
 }
 
@@ -171,13 +178,14 @@ impl State {
     fn build(
         config: &GatewayConfig,
         clock: &Arc<dyn Clock>,
+        metrics: &Metrics,
         previous: Option<&State>,
         report: &mut ReloadReport,
     ) -> Result<State, String> {
         let mut services = Vec::with_capacity(config.services.len());
         for sc in &config.services {
             let old = previous.and_then(|p| p.services.iter().find(|s| s.config.name == sc.name));
-            let svc = Service::new(sc.clone(), Arc::clone(clock), old.map(|s| &**s))?;
+            let svc = Service::new(sc.clone(), Arc::clone(clock), old.map(|s| &**s), metrics)?;
             if old.is_some_and(|o| o.breaker.ptr_eq(&svc.breaker)) {
                 report.breakers_kept.push(sc.name.clone());
             } else {
@@ -201,7 +209,13 @@ impl State {
         let router = Router::new(&config.routes, |name| {
             config.services.iter().position(|s| s.name == name)
         });
+        let route_metrics = config
+            .routes
+            .iter()
+            .map(|r| metrics.route(&r.path_prefix))
+            .collect();
         Ok(State {
+            route_metrics,
             config: config.clone(),
             trusted: config
                 .rate_limit
@@ -217,14 +231,14 @@ impl State {
 impl Gateway {
     /// Builds the handler for `config`, with time read from `clock`.
     pub fn new(config: &GatewayConfig, clock: Arc<dyn Clock>) -> Result<Gateway, String> {
-        let state = State::build(config, &clock, None, &mut ReloadReport::default())?;
+        let metrics = Metrics::new();
+        let state = State::build(config, &clock, &metrics, None, &mut ReloadReport::default())?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        let metrics = Metrics::new();
         metrics.set_breakers(state.services.iter().map(|s| s.breaker.clone()));
         Ok(Gateway {
             shared: Arc::new(Shared {
@@ -242,7 +256,13 @@ impl Gateway {
     pub fn reload(&self, config: &GatewayConfig) -> Result<ReloadReport, String> {
         let previous = self.shared.current.load_full();
         let mut report = ReloadReport::default();
-        let state = State::build(config, &self.shared.clock, Some(&previous), &mut report)?;
+        let state = State::build(
+            config,
+            &self.shared.clock,
+            &self.shared.metrics,
+            Some(&previous),
+            &mut report,
+        )?;
         self.shared
             .metrics
             .set_breakers(state.services.iter().map(|s| s.breaker.clone()));
@@ -295,8 +315,7 @@ impl Gateway {
         resp.headers_mut().insert(headers::REQUEST_ID, request_id);
         let elapsed = s.clock.now().saturating_duration_since(started);
         service.latency.record(elapsed);
-        s.metrics
-            .observe_request(&route.path_prefix, resp.status().as_u16(), elapsed);
+        state.route_metrics[route.id].observe(resp.status().as_u16(), elapsed);
         Ok(resp)
     }
 
@@ -312,7 +331,6 @@ impl Gateway {
         client: std::net::IpAddr,
     ) -> Response<Body> {
         let s = &*self.shared;
-        let name = service.config.name.as_str();
 
         // The body is read whole, within the limit, so that an attempt can be
         // replayed on retry; a declared length over the limit is refused unread.
@@ -325,18 +343,23 @@ impl Gateway {
         if declared.is_some_and(|n| n > limit) {
             return too_large(limit);
         }
-        let body = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
-            Err(_) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_body",
-                    "the request body could not be read",
-                );
+        // Most requests (GET, HEAD) have no body: skip the collection machinery.
+        let body = if hyper::body::Body::is_end_stream(&body) {
+            Bytes::new()
+        } else {
+            match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
+                Err(_) => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        "the request body could not be read",
+                    );
+                }
             }
         };
 
@@ -352,7 +375,7 @@ impl Gateway {
                     .and_then(Result::ok)
             };
             if slot.is_none() {
-                s.metrics.count(name, Outcome::BulkheadFull);
+                service.counters.count(Outcome::BulkheadFull);
                 return self.fallback(service, Refusal::BulkheadFull);
             }
             slot
@@ -364,7 +387,7 @@ impl Gateway {
         let permit = match service.breaker.try_acquire() {
             Ok(p) => p,
             Err(_) => {
-                s.metrics.count(name, Outcome::Rejected);
+                service.counters.count(Outcome::Rejected);
                 return self.fallback(service, Refusal::Open);
             }
         };
@@ -380,12 +403,16 @@ impl Gateway {
         );
         let _ = client; // the rate limiter keys on it
 
-        let path_and_query = {
+        // The client's path and query as is (no copy) unless the route
+        // strips its prefix or the upstream URL has a base path.
+        let path_and_query: Option<String> = if route.strip_prefix {
             let path = Router::upstream_path(route, parts.uri.path());
-            match parts.uri.query() {
+            Some(match parts.uri.query() {
                 Some(q) => format!("{path}?{q}"),
                 None => path.into_owned(),
-            }
+            })
+        } else {
+            None
         };
         let retry = service
             .config
@@ -394,7 +421,7 @@ impl Gateway {
             .filter(|_| route.retry_non_idempotent || is_idempotent(&parts.method));
         let attempts = retry.map_or(1, |r| r.attempts.max(1));
         let deadline = s.clock.now().saturating_add(service.config.timeout);
-        let mut rng = SplitMix64::from_entropy();
+        let mut rng: Option<SplitMix64> = None; // seeded only if a retry needs jitter
         let mut prev_delay = retry.map_or(Duration::ZERO, |r| r.initial);
 
         let mut attempt = 1;
@@ -404,14 +431,23 @@ impl Gateway {
             };
             let left = remaining(deadline, s.clock.now());
             let try_limit = service.config.per_try_timeout.map_or(left, |t| t.min(left));
-            let uri = upstream_uri(&service.upstreams.hosts()[host].url, &path_and_query);
+            let uri = upstream_uri(
+                &service.upstreams.hosts()[host].url,
+                path_and_query.as_deref(),
+                &parts.uri,
+            );
             let mut req = Request::builder()
                 .method(parts.method.clone())
                 .uri(uri)
                 .version(http::Version::HTTP_11)
                 .body(Full::new(body.clone()))
                 .expect("method, uri and version come from a valid request");
-            *req.headers_mut() = parts.headers.clone();
+            // The last attempt takes the headers; earlier ones copy them.
+            *req.headers_mut() = if attempt >= attempts {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
             let outcome = match tokio::time::timeout(try_limit, s.client.request(req)).await {
                 Ok(Ok(resp)) => {
                     if resp.status().is_server_error() {
@@ -439,7 +475,12 @@ impl Gateway {
                 break Ok(outcome);
             }
             let r = retry.expect("retryable implies a retry policy");
-            let delay = backoff_delay(r, attempt, prev_delay, &mut rng);
+            let delay = backoff_delay(
+                r,
+                attempt,
+                prev_delay,
+                rng.get_or_insert_with(SplitMix64::from_entropy),
+            );
             prev_delay = delay;
             // No time left for the pause and another try: this outcome stands.
             if delay >= remaining(deadline, s.clock.now()) {
@@ -453,11 +494,11 @@ impl Gateway {
             Ok(Attempt::Answered(resp)) => {
                 if resp.status().is_server_error() {
                     permit.failure();
-                    s.metrics.count(name, Outcome::Failure);
+                    service.counters.count(Outcome::Failure);
                     // The upstream answered: its 5xx goes to the client as is.
                 } else {
                     permit.success();
-                    s.metrics.count(name, Outcome::Success);
+                    service.counters.count(Outcome::Success);
                 }
                 let (mut rparts, rbody) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut rparts.headers);
@@ -465,12 +506,12 @@ impl Gateway {
             }
             Ok(Attempt::Timeout) => {
                 permit.failure();
-                s.metrics.count(name, Outcome::Timeout);
+                service.counters.count(Outcome::Timeout);
                 self.fallback(service, Refusal::Timeout)
             }
             Ok(Attempt::Connect | Attempt::Reset) | Err(_) => {
                 permit.failure();
-                s.metrics.count(name, Outcome::Failure);
+                service.counters.count(Outcome::Failure);
                 self.fallback(service, Refusal::Unreachable)
             }
         }
@@ -478,8 +519,7 @@ impl Gateway {
 
     /// What the client gets when the service cannot answer.
     fn fallback(&self, service: &Service, why: Refusal) -> Response<Body> {
-        let s = &*self.shared;
-        s.metrics.count(&service.config.name, Outcome::Fallback);
+        service.counters.count(Outcome::Fallback);
         let (status, code) = match why {
             Refusal::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             Refusal::Open => (StatusCode::SERVICE_UNAVAILABLE, "circuit_open"),
@@ -558,15 +598,26 @@ fn backoff_delay(
     d.min(r.max)
 }
 
-fn upstream_uri(base: &Uri, path_and_query: &str) -> Uri {
+/// The upstream URI: `base`'s scheme and authority, its path as a prefix, then
+/// `rewritten` (a stripped path) or else the client's own path and query.
+fn upstream_uri(base: &Uri, rewritten: Option<&str>, client: &Uri) -> Uri {
     let prefix = base.path().trim_end_matches('/');
     let mut b = Uri::builder().scheme(base.scheme_str().unwrap_or("http"));
     if let Some(a) = base.authority() {
         b = b.authority(a.clone());
     }
-    b.path_and_query(format!("{prefix}{path_and_query}"))
-        .build()
-        .unwrap_or_else(|_| base.clone())
+    let b = match (prefix.is_empty(), rewritten) {
+        (true, None) => match client.path_and_query() {
+            Some(pq) => b.path_and_query(pq.clone()),
+            None => b.path_and_query("/"),
+        },
+        (_, rewritten) => {
+            let tail =
+                rewritten.unwrap_or_else(|| client.path_and_query().map_or("/", |pq| pq.as_str()));
+            b.path_and_query(format!("{prefix}{tail}"))
+        }
+    };
+    b.build().unwrap_or_else(|_| base.clone())
 }
 
 fn too_large(limit: u64) -> Response<Body> {
@@ -672,9 +723,19 @@ mod tests {
     #[test]
     fn upstream_uris_keep_the_base_path() {
         let base: Uri = "http://127.0.0.1:7003/api/".parse().unwrap();
+        let client: Uri = "/reports?x=1".parse().unwrap();
         assert_eq!(
-            upstream_uri(&base, "/reports?x=1").to_string(),
+            upstream_uri(&base, None, &client).to_string(),
             "http://127.0.0.1:7003/api/reports?x=1"
+        );
+        let bare: Uri = "http://127.0.0.1:7003".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&bare, None, &client).to_string(),
+            "http://127.0.0.1:7003/reports?x=1"
+        );
+        assert_eq!(
+            upstream_uri(&bare, Some("/7"), &client).to_string(),
+            "http://127.0.0.1:7003/7"
         );
     }
 }

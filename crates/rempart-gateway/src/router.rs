@@ -10,6 +10,8 @@ use crate::config::RouteConfig;
 /// A route, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// Its position in the config's `[[routes]]`.
+    pub id: usize,
     /// The prefix it matched on.
     pub path_prefix: String,
     /// Index of the service in the gateway's service list.
@@ -32,8 +34,10 @@ impl Router {
     pub fn new(routes: &[RouteConfig], service_index: impl Fn(&str) -> Option<usize>) -> Router {
         let mut routes: Vec<Route> = routes
             .iter()
-            .filter_map(|r| {
+            .enumerate()
+            .filter_map(|(id, r)| {
                 Some(Route {
+                    id,
                     path_prefix: r.path_prefix.clone(),
                     service: service_index(&r.service)?,
                     retry_non_idempotent: r.retry_non_idempotent,
