@@ -4,6 +4,7 @@
 //! fails. Each policy is a plain async API and a `tower` layer.
 //!
 //! - [`circuit_breaker`]: stop calling a failing dependency, probe it, recover.
+//! - [`rate_limit`]: token buckets (direct and keyed, on governor) and a sliding window.
 //! - [`clock`]: the time every policy reads, with a manual clock for tests
 //!   and a tokio clock that follows tokio's paused time.
 //! - [`rng`]: the seedable random source behind jitter.
@@ -26,6 +27,7 @@ pub mod circuit_breaker;
 pub mod clock;
 mod per_thread;
 pub mod prometheus;
+pub mod rate_limit;
 pub mod rng;
 
 pub use circuit_breaker::{
