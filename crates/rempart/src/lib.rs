@@ -6,6 +6,7 @@
 //! - [`circuit_breaker`]: stop calling a failing dependency, probe it, recover.
 //! - [`rate_limit`]: token buckets (direct and keyed, on governor) and a sliding window.
 //! - [`bulkhead`]: max concurrent calls per service, with a bounded wait for a slot.
+//! - [`adaptive`]: a concurrency limit that follows latency (AIMD, Gradient2, Vegas).
 //! - [`clock`]: the time every policy reads, with a manual clock for tests
 //!   and a tokio clock that follows tokio's paused time.
 //! - [`rng`]: the seedable random source behind jitter.
@@ -24,6 +25,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod clock;
