@@ -333,3 +333,49 @@ fn prometheus_shows_in_flight_and_refusals_per_service() {
         assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
     }
 }
+
+/// Everything `f` logs through `tracing`, at DEBUG and above, as text.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn a_refusal_is_an_info_event_naming_the_bulkhead() {
+    let b = Bulkhead::builder()
+        .name("reporting")
+        .max_concurrent(1)
+        .build()
+        .unwrap();
+    let log = logged(|| {
+        let _slot = b.try_acquire().unwrap();
+        let _ = b.try_acquire();
+    });
+    let lines: Vec<_> = log.lines().collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("INFO")
+            && lines[0].contains("bulkhead full")
+            && lines[0].contains("bulkhead=reporting")
+            && lines[0].contains("max_concurrent=1"),
+        "{log}"
+    );
+}

@@ -510,3 +510,42 @@ fn prometheus_shows_refusals_and_tracked_keys() {
         assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
     }
 }
+
+#[test]
+fn a_refusal_is_a_debug_event_naming_the_limiter() {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let clock = ManualClock::new();
+        let limiter = seed_limiter(&clock);
+        for _ in 0..21 {
+            let _ = limiter.check();
+        }
+    });
+    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<_> = log.lines().collect();
+    assert_eq!(lines.len(), 1, "only the 21st request is refused: {log}");
+    assert!(
+        lines[0].contains("DEBUG")
+            && lines[0].contains("rate limit refused")
+            && lines[0].contains("limiter=seed")
+            && lines[0].contains("retry_after=100ms"),
+        "{log}"
+    );
+}
