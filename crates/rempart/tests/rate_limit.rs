@@ -22,6 +22,7 @@ struct Counting;
 
 thread_local! {
     static LIVE: Cell<i64> = const { Cell::new(0) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
 // SAFETY: defers to the system allocator; only counts.
@@ -29,6 +30,7 @@ thread_local! {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _ = LIVE.try_with(|c| c.set(c.get() + layout.size() as i64));
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -49,6 +51,12 @@ static GLOBAL: Counting = Counting;
 
 fn live_bytes() -> i64 {
     LIVE.with(Cell::get)
+}
+
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
 }
 
 fn seed_limiter(clock: &ManualClock) -> RateLimiter {
@@ -548,4 +556,26 @@ fn a_refusal_is_a_debug_event_naming_the_limiter() {
             && lines[0].contains("retry_after=100ms"),
         "{log}"
     );
+}
+
+#[test]
+fn an_admitted_check_allocates_nothing() {
+    let clock = ManualClock::new();
+    let direct = seed_limiter(&clock);
+    let per_ip = KeyedRateLimiter::<IpAddr>::builder()
+        .rate(10, Duration::from_secs(1))
+        .burst(20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    // First calls make this thread's counter row and insert the key.
+    direct.check().unwrap();
+    per_ip.check(&ip(1)).unwrap();
+    let n = allocations_during(|| {
+        for _ in 0..10 {
+            direct.check().unwrap();
+            per_ip.check(&ip(1)).unwrap();
+        }
+    });
+    assert_eq!(n, 0);
 }

@@ -98,7 +98,7 @@ impl RateLimitCollector {
     }
 
     /// Exposes a limiter, replacing any of the same name.
-    pub fn add<'a>(&self, limiter: impl Into<RateLimitSource> + 'a) {
+    pub fn add(&self, limiter: impl Into<RateLimitSource>) {
         let source = limiter.into();
         let mut list = self.sources.write().unwrap_or_else(|p| p.into_inner());
         list.retain(|s| s.stats.name != source.stats.name);
