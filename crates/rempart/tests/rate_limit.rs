@@ -14,7 +14,7 @@ use rempart::rate_limit::{
     InMemoryWindowStore, KeyedRateLimitLayer, KeyedRateLimiter, RateLimitCollector, RateLimitError,
     RateLimitLayer, RateLimiter, SlidingWindowError, SlidingWindowLimiter,
 };
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 // Live bytes allocated by the current thread: what the 100,000-key test
 // measures (per thread, so other tests running in parallel do not blur it).
@@ -578,4 +578,70 @@ fn an_admitted_check_allocates_nothing() {
         }
     });
     assert_eq!(n, 0);
+}
+
+/// A store whose backend is down.
+#[derive(Debug)]
+struct Unreachable;
+
+impl rempart::rate_limit::SlidingWindowStore for Unreachable {
+    fn hit<'a>(
+        &'a self,
+        _key: &'a str,
+        _window: u64,
+        _keep_for: Duration,
+    ) -> rempart::rate_limit::StoreFuture<'a, rempart::rate_limit::WindowCounts> {
+        Box::pin(async {
+            Err(rempart::rate_limit::StoreError::new(
+                "connection refused (redis:6379)",
+            ))
+        })
+    }
+
+    fn undo<'a>(&'a self, _key: &'a str, _window: u64) -> rempart::rate_limit::StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn sliding_layer_refuses_when_its_store_is_down_unless_told_to_fail_open() {
+    use rempart::rate_limit::SlidingWindowLayer;
+    let limiter = SlidingWindowLimiter::builder()
+        .name("shared")
+        .limit(100, Duration::from_secs(60))
+        .store(Arc::new(Unreachable))
+        .build()
+        .unwrap();
+    let handler = tower::service_fn(|_ip: IpAddr| async { Ok::<_, std::io::Error>("ok") });
+    let key = |ip: &IpAddr| ip.to_string();
+
+    let mut closed = SlidingWindowLayer::new(limiter.clone(), key).layer(handler);
+    let err = closed.ready().await.unwrap().call(ip(1)).await.unwrap_err();
+    assert!(matches!(err, RateLimitError::Store(_)), "{err}");
+    assert!(err.to_string().contains("connection refused"), "{err}");
+
+    let mut open = SlidingWindowLayer::new(limiter, key)
+        .fail_open()
+        .layer(handler);
+    assert_eq!(open.ready().await.unwrap().call(ip(1)).await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn sliding_layer_limits_each_key() {
+    use rempart::rate_limit::SlidingWindowLayer;
+    let clock = ManualClock::new();
+    let mut svc = ServiceBuilder::new()
+        .layer(SlidingWindowLayer::new(
+            window_limiter(&clock),
+            |ip: &IpAddr| ip.to_string(),
+        ))
+        .service_fn(|_ip: IpAddr| async { Ok::<_, std::io::Error>(()) });
+    let mut ok = 0;
+    for _ in 0..120 {
+        if svc.ready().await.unwrap().call(ip(1)).await.is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 100);
+    assert!(svc.ready().await.unwrap().call(ip(2)).await.is_ok());
 }

@@ -43,6 +43,9 @@ pub enum RateLimitError<E> {
     Limited(super::RateLimited),
     /// The request ran and the inner service failed; its error is kept intact.
     OperationFailed(E),
+    /// A sliding-window limiter could not reach its store and was not told
+    /// to fail open: the request was not run.
+    Store(super::StoreError),
 }
 
 impl<E> RateLimitError<E> {
@@ -50,7 +53,7 @@ impl<E> RateLimitError<E> {
     pub fn limited(&self) -> Option<&super::RateLimited> {
         match self {
             RateLimitError::Limited(r) => Some(r),
-            RateLimitError::OperationFailed(_) => None,
+            _ => None,
         }
     }
 }
@@ -60,6 +63,7 @@ impl<E: fmt::Display> fmt::Display for RateLimitError<E> {
         match self {
             RateLimitError::Limited(r) => fmt::Display::fmt(r, f),
             RateLimitError::OperationFailed(e) => write!(f, "operation failed: {e}"),
+            RateLimitError::Store(e) => fmt::Display::fmt(e, f),
         }
     }
 }
@@ -69,6 +73,7 @@ impl<E: Error + 'static> Error for RateLimitError<E> {
         match self {
             RateLimitError::Limited(r) => Some(r),
             RateLimitError::OperationFailed(e) => Some(e),
+            RateLimitError::Store(e) => Some(e),
         }
     }
 }

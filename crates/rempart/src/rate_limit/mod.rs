@@ -17,8 +17,8 @@
 //!
 //! # Layers
 //!
-//! [`RateLimitLayer`] and [`KeyedRateLimitLayer`] (with a [`KeyExtractor`])
-//! wrap any `tower::Service`; their error is [`RateLimitError`].
+//! [`RateLimitLayer`], [`KeyedRateLimitLayer`] (with a [`KeyExtractor`]) and
+//! [`SlidingWindowLayer`] wrap any `tower::Service`; their error is [`RateLimitError`].
 //!
 //! # Metrics and events
 //!
@@ -37,6 +37,7 @@ mod prometheus;
 mod refusal;
 mod service;
 mod sliding;
+mod sliding_service;
 
 pub use clock::GovernorClock;
 pub use direct::{RateLimiter, RateLimiterBuilder};
@@ -53,3 +54,4 @@ pub use sliding::{
     InMemoryWindowStore, SlidingWindowError, SlidingWindowLimiter, SlidingWindowLimiterBuilder,
     SlidingWindowStore, StoreError, StoreFuture, WindowCounts,
 };
+pub use sliding_service::{SlidingWindowFuture, SlidingWindowLayer, SlidingWindowService};

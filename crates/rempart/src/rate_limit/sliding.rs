@@ -49,15 +49,24 @@ pub trait SlidingWindowStore: Send + Sync + fmt::Debug {
 }
 
 /// A store that could not answer (a network error, say), with its cause.
-#[derive(Debug)]
-pub struct StoreError(Box<dyn Error + Send + Sync>);
+/// Cheap to clone (the cause is shared); two are equal when they share a cause.
+#[derive(Debug, Clone)]
+pub struct StoreError(Arc<dyn Error + Send + Sync>);
 
 impl StoreError {
     /// Wraps the store's own error.
     pub fn new(cause: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
-        StoreError(cause.into())
+        StoreError(Arc::from(cause.into()))
     }
 }
+
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StoreError {}
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -162,7 +171,7 @@ impl SlidingWindowStore for InMemoryWindowStore {
 }
 
 /// Why a [`SlidingWindowLimiter`] did not admit a request.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlidingWindowError {
     /// The window is full.
     Limited(RateLimited),
