@@ -23,6 +23,9 @@
 //!   `try_acquire_owned` on an `Arc`; `rempart`/`rempart_owned` are
 //!   `Bulkhead::try_acquire`/`try_acquire_owned` + drop;
 //!   `semaphore_async`/`rempart_async` poll `acquire()` once (ready at once).
+//!   `adaptive`/`adaptive_tsc`: `AdaptiveLimiter::try_acquire` + `ignore()`
+//!   (an AIMD limit of 100), for scale: it reads the clock once per slot to
+//!   time the call, on rempart's default clock or the TSC.
 //!
 //! `rempart_tsc` is rempart on the TSC clock governor uses by default
 //! (`quanta`, the same `raw()` + `delta_as_nanos` reading as governor's
@@ -49,6 +52,7 @@ use governor::Quota;
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
+use rempart::adaptive::{AdaptiveLimiter, Aimd};
 use rempart::bulkhead::Bulkhead;
 use rempart::rate_limit::{KeyedRateLimitLayer, KeyedRateLimiter, RateLimiter};
 use tower::{Layer, Service};
@@ -237,6 +241,15 @@ fn bulkhead(c: &mut Criterion) {
     });
     g.bench_function("rempart_async", |b| {
         b.iter(|| drop(black_box(block_on(bh.acquire()).unwrap())))
+    });
+    let aimd = || Aimd::builder().initial_limit(100).build().unwrap();
+    let adaptive = AdaptiveLimiter::builder(aimd()).build();
+    g.bench_function("adaptive", |b| {
+        b.iter(|| black_box(adaptive.try_acquire().unwrap()).ignore())
+    });
+    let adaptive_tsc = AdaptiveLimiter::builder(aimd()).clock(tsc()).build();
+    g.bench_function("adaptive_tsc", |b| {
+        b.iter(|| black_box(adaptive_tsc.try_acquire().unwrap()).ignore())
     });
     g.finish();
 }
