@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// Time a client gets to send the whole request head (slowloris). Default 10 s.
     pub header_read_timeout: Duration,
+    /// Threads serving requests; 0 (the default) means one per CPU.
+    pub worker_threads: usize,
 }
 
 /// `[rate_limit]`: a token bucket per client IP.
@@ -139,6 +141,8 @@ pub struct UpstreamConfig {
 /// `bulkhead = { ... }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BulkheadConfig {
+    /// Off: no concurrency limit at all. Default on.
+    pub enabled: bool,
     /// Requests in flight at once. Default 100.
     pub max_concurrent: u32,
     /// How long a request waits for a slot before it is refused. Default 0 s.
@@ -148,6 +152,8 @@ pub struct BulkheadConfig {
 /// `circuit_breaker = { ... }`: opossum-style error percentage over a rolling window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerConfig {
+    /// Off: calls are neither judged nor refused. Default on.
+    pub enabled: bool,
     /// Open when this percentage of the window's calls failed. Default 50.
     pub error_threshold_percentage: u8,
     /// Calls the window must hold before the percentage is judged. Default 10.
@@ -356,6 +362,7 @@ impl GatewayConfig {
         let mut r = Reader {
             text,
             problems: Vec::new(),
+            unnamed_service: false,
         };
         let config = r.document(doc.as_table());
         if r.problems.is_empty() {
@@ -383,6 +390,9 @@ struct Section<'a> {
 struct Reader<'t> {
     text: &'t str,
     problems: Vec<Problem>,
+    /// A `[[services]]` entry had no usable name: a route naming it would
+    /// only repeat that problem, so unknown-service errors are held back.
+    unnamed_service: bool,
 }
 
 /// Byte offset → 1-based (line, column in chars).
@@ -647,6 +657,7 @@ impl<'t> Reader<'t> {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            worker_threads: 0,
         };
         let Some((table, at, path)) = self.table(top, "server") else {
             return defaults;
@@ -666,6 +677,7 @@ impl<'t> Reader<'t> {
                 "max_header_bytes",
                 "max_body_bytes",
                 "header_read_timeout",
+                "worker_threads",
             ],
         );
         let listen = self.socket(s, "listen", defaults.listen);
@@ -680,7 +692,7 @@ impl<'t> Reader<'t> {
                  `admin_token` (its bearer token); set one or bind to 127.0.0.1",
             );
         }
-        if listen == admin_listen {
+        if listen == admin_listen && listen.port() != 0 {
             let at = self.entry(s, "admin_listen").map_or(at, |e| e.1);
             self.problem(
                 at,
@@ -700,6 +712,7 @@ impl<'t> Reader<'t> {
                 "header_read_timeout",
                 defaults.header_read_timeout,
             ),
+            worker_threads: self.int(s, "worker_threads", 0, 1024, 0) as usize,
         }
     }
 
@@ -826,7 +839,9 @@ impl<'t> Reader<'t> {
                 at,
                 path: &path,
             };
-            if let Some(svc) = self.service(s) {
+            let svc = self.service(s);
+            self.unnamed_service |= svc.is_none();
+            if let Some(svc) = svc {
                 if !seen.insert(svc.name.clone()) {
                     let nat = self.entry(s, "name").map_or(at, |e| e.1);
                     self.problem(
@@ -1005,14 +1020,16 @@ impl<'t> Reader<'t> {
     fn bulkhead(&mut self, s: Section<'_>) -> BulkheadConfig {
         let mut path = String::new();
         let default = BulkheadConfig {
+            enabled: true,
             max_concurrent: 100,
             max_wait: Duration::ZERO,
         };
         let Some(b) = self.sub(s, "bulkhead", &mut path) else {
             return default;
         };
-        self.known_keys(b, &["max_concurrent", "max_wait"]);
+        self.known_keys(b, &["enabled", "max_concurrent", "max_wait"]);
         BulkheadConfig {
+            enabled: self.bool(b, "enabled", true),
             max_concurrent: self.int(b, "max_concurrent", 1, 1_000_000, 100) as u32,
             max_wait: self.duration(b, "max_wait", Duration::ZERO),
         }
@@ -1021,6 +1038,7 @@ impl<'t> Reader<'t> {
     fn breaker(&mut self, s: Section<'_>) -> BreakerConfig {
         let mut path = String::new();
         let d = BreakerConfig {
+            enabled: true,
             error_threshold_percentage: 50,
             volume_threshold: 10,
             rolling_window: Duration::from_secs(10),
@@ -1035,6 +1053,7 @@ impl<'t> Reader<'t> {
         self.known_keys(
             b,
             &[
+                "enabled",
                 "error_threshold_percentage",
                 "volume_threshold",
                 "rolling_window",
@@ -1045,6 +1064,7 @@ impl<'t> Reader<'t> {
             ],
         );
         let c = BreakerConfig {
+            enabled: self.bool(b, "enabled", true),
             error_threshold_percentage: self.int(b, "error_threshold_percentage", 1, 100, 50) as u8,
             volume_threshold: self.int(b, "volume_threshold", 1, 1_000_000, 10) as u32,
             rolling_window: self.duration(b, "rolling_window", d.rolling_window),
@@ -1266,7 +1286,7 @@ impl<'t> Reader<'t> {
             let service = self.string(s, "service", "the name of a [[services]] entry", true);
             if let Some(name) = &service
                 && !names.contains(&name.as_str())
-                && !self.problems.iter().any(|p| p.key.starts_with("services"))
+                && !self.unnamed_service
             {
                 let sat = self.entry(s, "service").map_or(at, |e| e.1);
                 let closest = names

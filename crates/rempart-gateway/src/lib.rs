@@ -11,4 +11,13 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
+pub mod demo;
+pub mod headers;
+pub mod metrics;
+pub mod proxy;
+pub mod redis_backend;
+pub mod router;
+pub mod server;
+pub mod upstream;

@@ -42,15 +42,29 @@ use crate::CircuitBreaker;
 /// Exposes a set of circuit breakers, each labelled with its name as `service`.
 /// Cheap to clone: clones share the set, so breakers can be added after the
 /// collector is registered.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BreakerCollector {
     breakers: Arc<RwLock<Vec<CircuitBreaker>>>,
+    call_counts: bool,
 }
 
 impl BreakerCollector {
     /// An empty collector.
     pub fn new() -> Self {
-        Self::default()
+        BreakerCollector {
+            breakers: Arc::default(),
+            call_counts: true,
+        }
+    }
+
+    /// A collector that leaves `circuit_breaker_calls_total` out, for a caller
+    /// that counts calls itself with outcomes the breaker cannot see (the
+    /// gateway's `timeout` and `fallback`), so the family is not exposed twice.
+    pub fn without_call_counts() -> Self {
+        BreakerCollector {
+            call_counts: false,
+            ..Self::new()
+        }
     }
 
     /// Exposes `breaker`, replacing any breaker of the same name (so a
@@ -61,12 +75,24 @@ impl BreakerCollector {
         list.push(breaker);
     }
 
+    /// Exposes exactly `breakers`, dropping every other one (a reloaded set).
+    pub fn replace_all(&self, breakers: impl IntoIterator<Item = CircuitBreaker>) {
+        let fresh: Vec<CircuitBreaker> = breakers.into_iter().collect();
+        *self.breakers.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
     /// Stops exposing the breaker named `name`; `true` if there was one.
     pub fn remove(&self, name: &str) -> bool {
         let mut list = self.breakers.write().unwrap_or_else(|p| p.into_inner());
         let before = list.len();
         list.retain(|b| b.name() != name);
         list.len() != before
+    }
+}
+
+impl Default for BreakerCollector {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -93,21 +119,23 @@ impl Collector for BreakerCollector {
             ConstGauge::new(state.as_gauge()).encode(family.encode_family(&labels)?)?;
         }
 
-        let mut family = encoder.encode_descriptor(
-            "circuit_breaker_calls",
-            "Calls through the circuit breaker, by outcome",
-            None,
-            MetricType::Counter,
-        )?;
-        for (name, _, m) in &readings {
-            for (outcome, n) in [
-                ("success", m.successful_calls),
-                ("failure", m.failed_calls),
-                ("rejected", m.rejected_calls),
-                ("ignored", m.ignored_calls),
-            ] {
-                let labels = [("service", name.as_str()), ("outcome", outcome)];
-                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        if self.call_counts {
+            let mut family = encoder.encode_descriptor(
+                "circuit_breaker_calls",
+                "Calls through the circuit breaker, by outcome",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, _, m) in &readings {
+                for (outcome, n) in [
+                    ("success", m.successful_calls),
+                    ("failure", m.failed_calls),
+                    ("rejected", m.rejected_calls),
+                    ("ignored", m.ignored_calls),
+                ] {
+                    let labels = [("service", name.as_str()), ("outcome", outcome)];
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
 

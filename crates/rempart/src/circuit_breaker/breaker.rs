@@ -246,6 +246,20 @@ impl CircuitBreaker {
         &self.shared.settings.name
     }
 
+    /// Whether `self` and `other` are clones of one breaker (sharing state),
+    /// rather than two breakers that happen to have the same settings.
+    ///
+    /// ```
+    /// use rempart::CircuitBreaker;
+    ///
+    /// let a = CircuitBreaker::builder().build().unwrap();
+    /// assert!(a.ptr_eq(&a.clone()));
+    /// assert!(!a.ptr_eq(&CircuitBreaker::builder().build().unwrap()));
+    /// ```
+    pub fn ptr_eq(&self, other: &CircuitBreaker) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Runs `operation` if the circuit lets it, and records its result: `Ok` is a
     /// success, `Err` a failure. Refusals are [`CircuitError::Open`] and
     /// [`CircuitError::HalfOpenRejected`]; the operation's own error comes back as

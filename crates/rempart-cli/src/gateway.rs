@@ -1,0 +1,144 @@
+//! `rempart gateway`, `rempart check-config` and `rempart demo`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use rempart_gateway::config::GatewayConfig;
+use rempart_gateway::demo::DemoOptions;
+use rempart_gateway::server::{RunningGateway, StartError};
+
+use crate::{EXIT_FAILURE, EXIT_USAGE};
+
+fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        b.worker_threads(worker_threads);
+    }
+    b.enable_all().build()
+}
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub(crate) fn check(file: &Path) -> u8 {
+    match GatewayConfig::from_file(file) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} services, {} routes; clients on {}, admin on {})",
+                file.display(),
+                c.services.len(),
+                c.routes.len(),
+                c.server.listen,
+                c.server.admin_listen
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+pub(crate) fn serve(file: &Path) -> u8 {
+    // Parse first, before any runtime: a bad file is a usage error, reported whole.
+    let config = match GatewayConfig::from_file(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!(
+                "the gateway did not start; fix the file (`rempart check-config {}` re-checks it)",
+                file.display()
+            );
+            return EXIT_USAGE;
+        }
+    };
+    init_logging();
+    let rt = match runtime(config.server.worker_threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let gw = match RunningGateway::start_from_file(file).await {
+            Ok(gw) => gw,
+            Err(StartError::Config(e)) => {
+                eprintln!("{e}");
+                return EXIT_USAGE;
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return EXIT_FAILURE;
+            }
+        };
+        eprintln!(
+            "rempart gateway: clients on http://{}, admin on http://{} (dashboard at /dashboard)",
+            gw.addr, gw.admin_addr
+        );
+        wait_for_signals(&gw).await;
+        gw.shutdown().await;
+        eprintln!("rempart gateway: stopped");
+        0
+    })
+}
+
+/// Returns on SIGTERM or SIGINT; reloads the config on SIGHUP.
+#[cfg(unix)]
+async fn wait_for_signals(gw: &RunningGateway) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("cannot listen for signals; stop the gateway with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match gw.reload() {
+                Ok(report) => tracing::info!(?report, "SIGHUP: configuration reloaded"),
+                Err(e) => tracing::error!("SIGHUP: {e}"),
+            },
+        }
+    }
+    tracing::info!("stopping: no new connections, draining in-flight requests");
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_gw: &RunningGateway) {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub(crate) fn demo(duration: Duration, no_redraw: bool) -> u8 {
+    let rt = match runtime(0) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let options = DemoOptions {
+        duration,
+        refresh: Duration::from_secs(1),
+        redraw: !no_redraw && std::io::stdout().is_terminal(),
+    };
+    let mut out = std::io::stdout();
+    match rt.block_on(rempart_gateway::demo::run(options, &mut out)) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("the demo failed: {e}");
+            EXIT_FAILURE
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The `rempart` command line: argument parsing and the exit-code contract.
+//!
+//! Exit codes: 0 success; 64 bad usage or a bad config file (sysexits'
+//! `EX_USAGE`), with every problem printed; 1 a failure while running (a port
+//! already taken, say).
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+mod gateway;
+
+/// Exit code for bad usage or a bad config file.
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code for a failure while running.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// rempart keeps services standing when what they depend on fails.
+#[derive(Debug, Parser)]
+#[command(name = "rempart", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the resilient API gateway from a TOML config file.
+    ///
+    /// On SIGTERM or Ctrl-C it stops accepting, lets in-flight requests finish
+    /// within `server.shutdown_grace`, then exits 0. On SIGHUP it re-reads the
+    /// file: a valid file applies to new requests, an invalid one is refused
+    /// and the running configuration keeps serving.
+    Gateway {
+        /// The config file (see docs/gateway-config.md and examples/gateway.toml).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a gateway config file and report every problem in it.
+    ///
+    /// Exits 0 when the file is valid, 64 otherwise.
+    CheckConfig {
+        /// The config file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Watch seed 001 case 4 happen: a gateway in front of three simulated
+    /// services, one of which fails for a while.
+    ///
+    /// Needs nothing but this binary: the services, the gateway and the
+    /// clients all run in this process on loopback. A table shows each
+    /// service's circuit state, answers and p99 every second: reporting fails,
+    /// its circuit opens, clients get degraded answers at once, catalogue and
+    /// orders keep their latency, reporting recovers and its circuit closes.
+    Demo {
+        /// How long the story lasts, e.g. "20s" or "1m".
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Append each table instead of redrawing it in place.
+        #[arg(long)]
+        no_redraw: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration such as \"20s\" or \"1m\" ({e})"))?;
+    if d < Duration::from_secs(2) {
+        return Err(format!(
+            "{s:?} is too short to show anything; use at least 2s"
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses `args` (the program name first) and runs; returns the exit code.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors.
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    ExitCode::from(run(cli))
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Gateway { config } => gateway::serve(&config),
+        Command::CheckConfig { file } => gateway::check(&file),
+        Command::Demo {
+            duration,
+            no_redraw,
+        } => gateway::demo(duration, no_redraw),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_must_be_readable_and_long_enough() {
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(parse_duration("1s").unwrap_err().contains("at least 2s"));
+    }
+
+    #[test]
+    fn a_missing_subcommand_is_a_usage_error() {
+        assert!(Cli::try_parse_from(["rempart"]).is_err());
+        assert!(Cli::try_parse_from(["rempart", "gateway"]).is_err());
+        assert!(Cli::try_parse_from(["rempart", "check-config", "x.toml"]).is_ok());
+    }
+}

@@ -1,0 +1,255 @@
+//! Header hygiene on the way through: who the client is, hop-by-hop headers,
+//! `X-Forwarded-For` / `Forwarded`, and the request id.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+use rempart::rng::{Rng, SplitMix64};
+
+/// The request id header, propagated when the client sends a sane one.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The client's address.
+///
+/// From a peer outside `trusted`, the peer itself, whatever `X-Forwarded-For`
+/// says (so a forged header gains nothing). From a trusted proxy, the
+/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy:
+/// entries to its left were written by the client and can be anything.
+///
+/// ```
+/// use http::HeaderMap;
+/// use rempart_gateway::headers::client_ip;
+///
+/// let trusted = ["10.0.0.0/8".parse().unwrap()];
+/// let mut h = HeaderMap::new();
+/// h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.7".parse().unwrap());
+/// // Through the trusted load balancer 10.0.0.2: the client is 203.0.113.7.
+/// assert_eq!(client_ip("10.0.0.2:5000".parse().unwrap(), &h, &trusted).to_string(), "203.0.113.7");
+/// // Straight from the internet: the header is ignored.
+/// assert_eq!(client_ip("198.51.100.1:5000".parse().unwrap(), &h, &trusted).to_string(), "198.51.100.1");
+/// ```
+pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let mut client = canonical(peer.ip());
+    if !is_trusted(&client) {
+        return client;
+    }
+    // Every X-Forwarded-For line, right to left.
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .flat_map(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .rsplit(',')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+        });
+    for hop in hops {
+        match hop.parse::<IpAddr>().map(canonical) {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // Garbage: the hop that wrote it is the last one we can vouch for.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) as the IPv4 they are.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Headers meaningful only on one connection, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// `Transfer-Encoding` is left to hyper, which re-frames the body itself.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Appends the hop to `X-Forwarded-For` and `Forwarded` (RFC 7239), keeping
+/// what a trusted proxy wrote and dropping what an untrusted client forged.
+pub fn append_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+    host: Option<&HeaderValue>,
+) {
+    let peer = canonical(peer);
+    if !peer_trusted {
+        headers.remove("x-forwarded-for");
+        headers.remove(header::FORWARDED);
+    }
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    let node = match peer {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut element = format!("for={node};proto=http");
+    if let Some(host) = host.and_then(|h| h.to_str().ok())
+        && host
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+    {
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    let fwd = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {element}"),
+        None => element,
+    };
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// The request's id: the client's `X-Request-Id` when it is 1 to 128 visible
+/// ASCII characters, otherwise a new random one; written back into `headers`.
+pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&REQUEST_ID) {
+        let b = v.as_bytes();
+        if (1..=128).contains(&b.len()) && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let id = new_request_id();
+    headers.insert(REQUEST_ID, id.clone());
+    id
+}
+
+fn new_request_id() -> HeaderValue {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| SplitMix64::from_entropy().next_u64());
+    let mut rng = SplitMix64::seeded(seed ^ COUNTER.fetch_add(1, Ordering::Relaxed));
+    let id = format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64());
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn a_forged_forwarded_for_from_an_untrusted_peer_is_ignored() {
+        let trusted = ["127.0.0.1/32".parse().unwrap()];
+        let headers = h(&[("x-forwarded-for", "1.2.3.4")]);
+        let ip = client_ip("192.0.2.9:1".parse().unwrap(), &headers, &trusted);
+        assert_eq!(ip.to_string(), "192.0.2.9");
+    }
+
+    #[test]
+    fn chains_of_trusted_proxies_are_walked_right_to_left() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let headers = h(&[
+            ("x-forwarded-for", "spoof, 203.0.113.7"),
+            ("x-forwarded-for", "10.0.0.5"),
+        ]);
+        let ip = client_ip("10.0.0.1:1".parse().unwrap(), &headers, &trusted);
+        assert_eq!(ip.to_string(), "203.0.113.7");
+    }
+
+    #[test]
+    fn garbage_in_the_header_stops_at_the_last_trusted_hop() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let headers = h(&[("x-forwarded-for", "203.0.113.7, nonsense")]);
+        let ip = client_ip("10.0.0.1:1".parse().unwrap(), &headers, &trusted);
+        assert_eq!(ip.to_string(), "10.0.0.1");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = h(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["accept"]);
+    }
+
+    #[test]
+    fn forwarded_headers_are_appended_from_trusted_peers_and_reset_from_others() {
+        let mut trusted = h(&[("x-forwarded-for", "203.0.113.7")]);
+        append_forwarded(&mut trusted, "10.0.0.1".parse().unwrap(), true, None);
+        assert_eq!(trusted["x-forwarded-for"], "203.0.113.7, 10.0.0.1");
+        assert_eq!(trusted["forwarded"], "for=10.0.0.1;proto=http");
+
+        let mut forged = h(&[("x-forwarded-for", "1.1.1.1"), ("forwarded", "for=1.1.1.1")]);
+        let host = HeaderValue::from_static("shop.example");
+        append_forwarded(
+            &mut forged,
+            "192.0.2.9".parse().unwrap(),
+            false,
+            Some(&host),
+        );
+        assert_eq!(forged["x-forwarded-for"], "192.0.2.9");
+        assert_eq!(
+            forged["forwarded"],
+            "for=192.0.2.9;proto=http;host=\"shop.example\""
+        );
+    }
+
+    #[test]
+    fn a_sane_request_id_is_kept_and_a_bad_one_replaced() {
+        let mut kept = h(&[("x-request-id", "abc-123")]);
+        assert_eq!(request_id(&mut kept), "abc-123");
+        let mut bad = h(&[("x-request-id", "has space")]);
+        let id = request_id(&mut bad);
+        assert_eq!(id.len(), 32);
+        assert_eq!(bad["x-request-id"], id);
+        assert_ne!(request_id(&mut HeaderMap::new()), id);
+    }
+}

@@ -1,0 +1,260 @@
+//! The gateway's Prometheus metrics, with seed 001 case 4's names.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `circuit_breaker_state` | gauge: 0 closed, 1 open, 2 half-open | `service` |
+//! | `circuit_breaker_calls_total` | counter | `service`, `outcome` = `success`, `failure`, `rejected`, `timeout`, `fallback`, `bulkhead_full` |
+//! | `circuit_breaker_state_transitions_total` | counter | `service` |
+//! | `gateway_requests_total` | counter | `route`, `code` (the status) |
+//! | `gateway_request_duration_seconds` | histogram | `route` |
+//!
+//! Per-request counting here uses shared atomics: a proxied request costs
+//! tens of microseconds, so one uncontended-enough increment is noise, unlike
+//! in the breaker's nanosecond hot path.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use rempart::CircuitBreaker;
+use rempart::prometheus::BreakerCollector;
+
+/// What happened to a request, as `circuit_breaker_calls_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered below 500.
+    Success,
+    /// The upstream answered 5xx, or could not be reached.
+    Failure,
+    /// The circuit was open.
+    Rejected,
+    /// The attempt ran out of time.
+    Timeout,
+    /// The client got a fallback instead of an upstream answer.
+    Fallback,
+    /// The bulkhead had no slot.
+    BulkheadFull,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Rejected => "rejected",
+            Outcome::Timeout => "timeout",
+            Outcome::Fallback => "fallback",
+            Outcome::BulkheadFull => "bulkhead_full",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    service: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    code: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to about 33 s: a fast service and the seed's 30 s reporting queries.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 16,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The registry behind `/metrics`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    breakers: BreakerCollector,
+    calls: Family<CallLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Metrics {
+    /// An empty registry.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let breakers = BreakerCollector::without_call_counts();
+        registry.register_collector(Box::new(breakers.clone()));
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "circuit_breaker_calls",
+            "Calls to each service, by outcome",
+            calls.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "gateway_requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "gateway_request_duration_seconds",
+            "Time from request to response head, by route",
+            latency.clone(),
+        );
+        Metrics {
+            registry,
+            breakers,
+            calls,
+            requests,
+            latency,
+        }
+    }
+
+    /// Exposes exactly these breakers (after a reload, the new set).
+    pub fn set_breakers(&self, breakers: impl IntoIterator<Item = CircuitBreaker>) {
+        self.breakers.replace_all(breakers);
+    }
+
+    /// Counts one call to `service`.
+    pub fn count(&self, service: &str, outcome: Outcome) {
+        self.calls
+            .get_or_create(&CallLabels {
+                service: service.to_owned(),
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    /// Counts one answered request on `route`.
+    pub fn observe_request(&self, route: &str, code: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                code,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Calls to `service` with `outcome` so far.
+    pub fn calls(&self, service: &str, outcome: Outcome) -> u64 {
+        self.calls
+            .get_or_create(&CallLabels {
+                service: service.to_owned(),
+                outcome: outcome.label(),
+            })
+            .get()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// The last [`LatencyWindow::CAPACITY`] request latencies of one service, for
+/// the dashboard's p50 and p99 (the histograms are for Prometheus, which
+/// computes its own quantiles over any range).
+#[derive(Debug)]
+pub struct LatencyWindow {
+    ring: Mutex<Ring>,
+}
+
+#[derive(Debug)]
+struct Ring {
+    micros: Vec<u32>,
+    next: usize,
+}
+
+impl Default for LatencyWindow {
+    fn default() -> Self {
+        LatencyWindow {
+            ring: Mutex::new(Ring {
+                micros: Vec::with_capacity(Self::CAPACITY),
+                next: 0,
+            }),
+        }
+    }
+}
+
+impl LatencyWindow {
+    /// Latencies kept.
+    pub const CAPACITY: usize = 1024;
+
+    /// Records one request's latency.
+    pub fn record(&self, took: Duration) {
+        let us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+        let mut r = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        if r.micros.len() < Self::CAPACITY {
+            r.micros.push(us);
+        } else {
+            let i = r.next;
+            r.micros[i] = us;
+        }
+        r.next = (r.next + 1) % Self::CAPACITY;
+    }
+
+    /// The `q` quantiles (0 to 1) of the window, in milliseconds; `None` when empty.
+    pub fn quantiles_ms<const N: usize>(&self, q: [f64; N]) -> [Option<f64>; N] {
+        let mut v = self
+            .ring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .micros
+            .clone();
+        v.sort_unstable();
+        q.map(|q| {
+            if v.is_empty() {
+                return None;
+            }
+            // Nearest rank: the smallest value with at least q of the window at or below it.
+            let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+            Some(f64::from(v[rank - 1]) / 1000.0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_use_the_nearest_rank_over_the_last_1024_requests() {
+        let w = LatencyWindow::default();
+        assert_eq!(w.quantiles_ms([0.5]), [None]);
+        for ms in 1..=100u64 {
+            w.record(Duration::from_millis(ms));
+        }
+        assert_eq!(w.quantiles_ms([0.5, 0.99]), [Some(50.0), Some(99.0)]);
+        // Old entries roll out: after 1024 fast requests the slow ones are gone.
+        for _ in 0..LatencyWindow::CAPACITY {
+            w.record(Duration::from_millis(2));
+        }
+        assert_eq!(w.quantiles_ms([0.99]), [Some(2.0)]);
+    }
+}

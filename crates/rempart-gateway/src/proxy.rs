@@ -1,0 +1,680 @@
+//! The request path: one client request through the gateway to an upstream.
+//!
+//! In order (ARCHITECTURE.md draws it): request id and client IP → route →
+//! body limit → the service's bulkhead → its circuit breaker → attempts
+//! (host choice, per-try timeout, retries for idempotent requests) within the
+//! service's total timeout → the outcome recorded on the breaker and the host
+//! → on failure, the fallback: a degraded 503 JSON body with `Retry-After`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use ipnet::IpNet;
+use rempart::CircuitBreaker;
+use rempart::circuit_breaker::{CircuitBreakerBuilder, SlidingWindow};
+use rempart::clock::{Clock, Instant};
+use rempart::rng::{Rng, SplitMix64};
+
+use crate::config::{BackoffKind, GatewayConfig, JitterKind, RetryOn, ServiceConfig};
+use crate::headers;
+use crate::metrics::{LatencyWindow, Metrics, Outcome};
+use crate::router::Router;
+use crate::upstream::Upstreams;
+
+/// The body of every response the gateway sends: either one it made (errors,
+/// fallbacks) or an upstream's, streamed through.
+pub type Body = Either<Full<Bytes>, Incoming>;
+
+type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A downstream service as the gateway runs it.
+#[derive(Debug)]
+pub struct Service {
+    /// Its configuration.
+    pub config: ServiceConfig,
+    /// Its circuit breaker.
+    pub breaker: CircuitBreaker,
+    /// Its hosts.
+    pub upstreams: Arc<Upstreams>,
+    /// Its recent latencies, for the dashboard.
+    pub latency: Arc<LatencyWindow>,
+    bulkhead: Arc<tokio::sync::Semaphore>,
+}
+
+impl Service {
+    fn new(
+        config: ServiceConfig,
+        clock: Arc<dyn Clock>,
+        previous: Option<&Service>,
+    ) -> Result<Service, String> {
+        let b = &config.circuit_breaker;
+        if let Some(old) = previous.filter(|o| o.config.circuit_breaker == *b) {
+            return Ok(Service {
+                breaker: old.breaker.clone(),
+                upstreams: if old.config.upstreams == config.upstreams {
+                    Arc::clone(&old.upstreams)
+                } else {
+                    Arc::new(Upstreams::new(&config.upstreams, clock))
+                },
+                bulkhead: if old.config.bulkhead.max_concurrent == config.bulkhead.max_concurrent {
+                    Arc::clone(&old.bulkhead)
+                } else {
+                    Arc::new(tokio::sync::Semaphore::new(
+                        config.bulkhead.max_concurrent as usize,
+                    ))
+                },
+                latency: Arc::clone(&old.latency),
+                config,
+            });
+        }
+        let breaker = CircuitBreakerBuilder::default()
+            .name(config.name.as_str())
+            // opossum's model: only the error percentage trips, not a run of failures.
+            .failure_threshold(0)
+            .failure_rate(f64::from(b.error_threshold_percentage))
+            .sliding_window(SlidingWindow::Time {
+                period: b.rolling_window,
+                buckets: b.rolling_buckets,
+            })
+            .minimum_calls(b.volume_threshold)
+            .open_timeout(b.reset_timeout)
+            .half_open_max_calls(b.half_open_max_calls)
+            .success_threshold(b.success_threshold)
+            .clock(Arc::clone(&clock))
+            .build()
+            .map_err(|e| format!("service {:?}: {e}", config.name))?;
+        if !b.enabled {
+            breaker.disable();
+        }
+        Ok(Service {
+            upstreams: Arc::new(Upstreams::new(&config.upstreams, clock)),
+            latency: Arc::default(),
+            bulkhead: Arc::new(tokio::sync::Semaphore::new(
+                config.bulkhead.max_concurrent as usize,
+            )),
+            breaker,
+            config,
+        })
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        (self.config.bulkhead.max_concurrent as usize)
+            .saturating_sub(self.bulkhead.available_permits())
+    }
+}
+
+/// The gateway's request handler: cheap to clone, shared by every connection.
+///
+/// Its routes and services can be replaced while it serves
+/// ([`reload`](Gateway::reload)): a request runs to its end on the
+/// configuration it started with, and new requests take the new one.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    current: ArcSwap<State>,
+    client: UpstreamClient,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug)]
+struct State {
+    config: GatewayConfig,
+    trusted: Vec<IpNet>,
+    router: Router,
+    services: Vec<Arc<Service>>,
+}
+
+/// What a reload kept and what it replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Services whose circuit breaker (and its state) carried over.
+    pub breakers_kept: Vec<String>,
+    /// Services whose breaker was rebuilt because its settings changed, or
+    /// that are new.
+    pub breakers_new: Vec<String>,
+    /// Services that are gone.
+    pub removed: Vec<String>,
+    /// Settings that only take effect on restart (the listeners).
+    pub needs_restart: Vec<String>,
+}
+
+/// Why the gateway answered for the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Open,
+    BulkheadFull,
+    Timeout,
+    Unreachable,
+}
+
+impl State {
+    /// The state for `config`, keeping from `previous` every piece whose
+    /// settings did not change: a breaker keeps its state, a host its
+    /// ejection, a bulkhead its in-flight count.
+    fn build(
+        config: &GatewayConfig,
+        clock: &Arc<dyn Clock>,
+        previous: Option<&State>,
+        report: &mut ReloadReport,
+    ) -> Result<State, String> {
+        let mut services = Vec::with_capacity(config.services.len());
+        for sc in &config.services {
+            let old = previous.and_then(|p| p.services.iter().find(|s| s.config.name == sc.name));
+            let svc = Service::new(sc.clone(), Arc::clone(clock), old.map(|s| &**s))?;
+            if old.is_some_and(|o| o.breaker.ptr_eq(&svc.breaker)) {
+                report.breakers_kept.push(sc.name.clone());
+            } else {
+                report.breakers_new.push(sc.name.clone());
+            }
+            services.push(Arc::new(svc));
+        }
+        if let Some(p) = previous {
+            for old in &p.services {
+                if config.service(&old.config.name).is_none() {
+                    report.removed.push(old.config.name.clone());
+                }
+            }
+            if p.config.server.listen != config.server.listen {
+                report.needs_restart.push("server.listen".into());
+            }
+            if p.config.server.admin_listen != config.server.admin_listen {
+                report.needs_restart.push("server.admin_listen".into());
+            }
+        }
+        let router = Router::new(&config.routes, |name| {
+            config.services.iter().position(|s| s.name == name)
+        });
+        Ok(State {
+            config: config.clone(),
+            trusted: config
+                .rate_limit
+                .as_ref()
+                .map(|r| r.trusted_proxies.clone())
+                .unwrap_or_default(),
+            router,
+            services,
+        })
+    }
+}
+
+impl Gateway {
+    /// Builds the handler for `config`, with time read from `clock`.
+    pub fn new(config: &GatewayConfig, clock: Arc<dyn Clock>) -> Result<Gateway, String> {
+        let state = State::build(config, &clock, None, &mut ReloadReport::default())?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        let metrics = Metrics::new();
+        metrics.set_breakers(state.services.iter().map(|s| s.breaker.clone()));
+        Ok(Gateway {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(state),
+                client,
+                metrics,
+                clock,
+            }),
+        })
+    }
+
+    /// Serves `config` from now on. In-flight requests finish on the old one.
+    /// A service whose breaker settings are unchanged keeps its breaker, state
+    /// included; listener changes are reported as needing a restart.
+    pub fn reload(&self, config: &GatewayConfig) -> Result<ReloadReport, String> {
+        let previous = self.shared.current.load_full();
+        let mut report = ReloadReport::default();
+        let state = State::build(config, &self.shared.clock, Some(&previous), &mut report)?;
+        self.shared
+            .metrics
+            .set_breakers(state.services.iter().map(|s| s.breaker.clone()));
+        self.shared.current.store(Arc::new(state));
+        tracing::info!(?report, "configuration reloaded");
+        Ok(report)
+    }
+
+    /// The configuration being served.
+    pub fn config(&self) -> GatewayConfig {
+        self.shared.current.load().config.clone()
+    }
+
+    /// The services, in config order.
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        self.shared.current.load().services.clone()
+    }
+
+    /// The Prometheus registry behind `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Answers one client request that arrived from `peer`.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, Infallible> {
+        let s = &*self.shared;
+        let state = s.current.load_full();
+        let started = s.clock.now();
+        let (mut parts, body) = req.into_parts();
+        let request_id = headers::request_id(&mut parts.headers);
+        let client = headers::client_ip(peer, &parts.headers, &state.trusted);
+
+        let Some(route) = state.router.route(parts.uri.path()).cloned() else {
+            let mut resp = json_error(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                &format!("no route for {}", parts.uri.path()),
+            );
+            resp.headers_mut().insert(headers::REQUEST_ID, request_id);
+            return Ok(resp);
+        };
+        let service = &state.services[route.service];
+        let mut resp = self
+            .forward(&state, service, &route, parts, body, peer, client)
+            .await;
+        resp.headers_mut().insert(headers::REQUEST_ID, request_id);
+        let elapsed = s.clock.now().saturating_duration_since(started);
+        service.latency.record(elapsed);
+        s.metrics
+            .observe_request(&route.path_prefix, resp.status().as_u16(), elapsed);
+        Ok(resp)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        state: &State,
+        service: &Service,
+        route: &crate::router::Route,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        peer: SocketAddr,
+        client: std::net::IpAddr,
+    ) -> Response<Body> {
+        let s = &*self.shared;
+        let name = service.config.name.as_str();
+
+        // The body is read whole, within the limit, so that an attempt can be
+        // replayed on retry; a declared length over the limit is refused unread.
+        let limit = state.config.server.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return too_large(limit);
+        }
+        let body = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
+            Err(_) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "the request body could not be read",
+                );
+            }
+        };
+
+        // Bulkhead: a slot, or a refusal after `max_wait`.
+        let _slot = if service.config.bulkhead.enabled {
+            let wait = service.config.bulkhead.max_wait;
+            let slot = if wait.is_zero() {
+                Arc::clone(&service.bulkhead).try_acquire_owned().ok()
+            } else {
+                tokio::time::timeout(wait, Arc::clone(&service.bulkhead).acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            };
+            if slot.is_none() {
+                s.metrics.count(name, Outcome::BulkheadFull);
+                return self.fallback(service, Refusal::BulkheadFull);
+            }
+            slot
+        } else {
+            None
+        };
+
+        // Circuit breaker: a permit, or the fallback at once.
+        let permit = match service.breaker.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                s.metrics.count(name, Outcome::Rejected);
+                return self.fallback(service, Refusal::Open);
+            }
+        };
+
+        let upstream_host = parts.headers.get(header::HOST).cloned();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        let peer_trusted = state.trusted.iter().any(|n| n.contains(&peer.ip()));
+        headers::append_forwarded(
+            &mut parts.headers,
+            peer.ip(),
+            peer_trusted,
+            upstream_host.as_ref(),
+        );
+        let _ = client; // the rate limiter keys on it
+
+        let path_and_query = {
+            let path = Router::upstream_path(route, parts.uri.path());
+            match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.into_owned(),
+            }
+        };
+        let retry = service
+            .config
+            .retry
+            .as_ref()
+            .filter(|_| route.retry_non_idempotent || is_idempotent(&parts.method));
+        let attempts = retry.map_or(1, |r| r.attempts.max(1));
+        let deadline = s.clock.now().saturating_add(service.config.timeout);
+        let mut rng = SplitMix64::from_entropy();
+        let mut prev_delay = retry.map_or(Duration::ZERO, |r| r.initial);
+
+        let mut attempt = 1;
+        let result = loop {
+            let Some(host) = service.upstreams.pick() else {
+                break Err(Refusal::Unreachable);
+            };
+            let left = remaining(deadline, s.clock.now());
+            let try_limit = service.config.per_try_timeout.map_or(left, |t| t.min(left));
+            let uri = upstream_uri(&service.upstreams.hosts()[host].url, &path_and_query);
+            let mut req = Request::builder()
+                .method(parts.method.clone())
+                .uri(uri)
+                .version(http::Version::HTTP_11)
+                .body(Full::new(body.clone()))
+                .expect("method, uri and version come from a valid request");
+            *req.headers_mut() = parts.headers.clone();
+            let outcome = match tokio::time::timeout(try_limit, s.client.request(req)).await {
+                Ok(Ok(resp)) => {
+                    if resp.status().is_server_error() {
+                        service.upstreams.failure(host);
+                    } else {
+                        service.upstreams.success(host);
+                    }
+                    Attempt::Answered(resp)
+                }
+                Ok(Err(e)) => {
+                    service.upstreams.failure(host);
+                    if e.is_connect() {
+                        Attempt::Connect
+                    } else {
+                        Attempt::Reset
+                    }
+                }
+                Err(_) => {
+                    service.upstreams.failure(host);
+                    Attempt::Timeout
+                }
+            };
+            let retryable = retry.is_some_and(|r| outcome.matches(&r.on));
+            if !retryable || attempt >= attempts {
+                break Ok(outcome);
+            }
+            let r = retry.expect("retryable implies a retry policy");
+            let delay = backoff_delay(r, attempt, prev_delay, &mut rng);
+            prev_delay = delay;
+            // No time left for the pause and another try: this outcome stands.
+            if delay >= remaining(deadline, s.clock.now()) {
+                break Ok(outcome);
+            }
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        };
+
+        match result {
+            Ok(Attempt::Answered(resp)) => {
+                if resp.status().is_server_error() {
+                    permit.failure();
+                    s.metrics.count(name, Outcome::Failure);
+                    // The upstream answered: its 5xx goes to the client as is.
+                } else {
+                    permit.success();
+                    s.metrics.count(name, Outcome::Success);
+                }
+                let (mut rparts, rbody) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut rparts.headers);
+                Response::from_parts(rparts, Either::Right(rbody))
+            }
+            Ok(Attempt::Timeout) => {
+                permit.failure();
+                s.metrics.count(name, Outcome::Timeout);
+                self.fallback(service, Refusal::Timeout)
+            }
+            Ok(Attempt::Connect | Attempt::Reset) | Err(_) => {
+                permit.failure();
+                s.metrics.count(name, Outcome::Failure);
+                self.fallback(service, Refusal::Unreachable)
+            }
+        }
+    }
+
+    /// What the client gets when the service cannot answer.
+    fn fallback(&self, service: &Service, why: Refusal) -> Response<Body> {
+        let s = &*self.shared;
+        s.metrics.count(&service.config.name, Outcome::Fallback);
+        let (status, code) = match why {
+            Refusal::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            Refusal::Open => (StatusCode::SERVICE_UNAVAILABLE, "circuit_open"),
+            Refusal::BulkheadFull => (StatusCode::SERVICE_UNAVAILABLE, "service_busy"),
+            Refusal::Unreachable => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
+        };
+        let body = serde_json_like(&[
+            ("error", code),
+            ("service", &service.config.name),
+            ("message", &service.config.fallback.message),
+        ]);
+        let mut resp = json_response(status, body);
+        let secs = service.config.fallback.retry_after.as_secs().max(1);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        resp.headers_mut()
+            .insert("x-degraded-mode", HeaderValue::from_static("true"));
+        resp
+    }
+}
+
+enum Attempt {
+    Answered(Response<Incoming>),
+    Connect,
+    Reset,
+    Timeout,
+}
+
+impl Attempt {
+    fn matches(&self, on: &[RetryOn]) -> bool {
+        on.iter().any(|o| match (o, self) {
+            (RetryOn::Status(code), Attempt::Answered(r)) => r.status().as_u16() == *code,
+            (RetryOn::Connect, Attempt::Connect)
+            | (RetryOn::Reset, Attempt::Reset)
+            | (RetryOn::Timeout, Attempt::Timeout) => true,
+            _ => false,
+        })
+    }
+}
+
+fn remaining(deadline: Instant, now: Instant) -> Duration {
+    deadline.saturating_duration_since(now)
+}
+
+/// RFC 9110 9.2.2: methods whose repetition has the effect of one request.
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn backoff_delay(
+    r: &crate::config::RetryConfig,
+    attempt: u32,
+    prev: Duration,
+    rng: &mut impl Rng,
+) -> Duration {
+    let base = match r.backoff {
+        BackoffKind::Constant => r.initial,
+        BackoffKind::Linear => r.initial.saturating_mul(attempt),
+        BackoffKind::Exponential => r
+            .initial
+            .saturating_mul(1u32.checked_shl(attempt - 1).unwrap_or(u32::MAX)),
+    }
+    .min(r.max);
+    let d = match r.jitter {
+        JitterKind::None => base,
+        JitterKind::Full => base.mul_f64(rng.next_f64()),
+        JitterKind::Equal => base / 2 + (base / 2).mul_f64(rng.next_f64()),
+        JitterKind::Decorrelated => {
+            let hi = prev.saturating_mul(3).max(r.initial);
+            r.initial + (hi - r.initial).mul_f64(rng.next_f64())
+        }
+    };
+    d.min(r.max)
+}
+
+fn upstream_uri(base: &Uri, path_and_query: &str) -> Uri {
+    let prefix = base.path().trim_end_matches('/');
+    let mut b = Uri::builder().scheme(base.scheme_str().unwrap_or("http"));
+    if let Some(a) = base.authority() {
+        b = b.authority(a.clone());
+    }
+    b.path_and_query(format!("{prefix}{path_and_query}"))
+        .build()
+        .unwrap_or_else(|_| base.clone())
+}
+
+fn too_large(limit: u64) -> Response<Body> {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("the request body is larger than the gateway's limit of {limit} bytes"),
+    )
+}
+
+/// A JSON error body `{"error": code, "message": message}`.
+pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        serde_json_like(&[("error", code), ("message", message)]),
+    )
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A flat JSON object of strings (no serde needed for three fields).
+fn serde_json_like(fields: &[(&str, &str)]) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json_string(k));
+        out.push(':');
+        out.push_str(&json_string(v));
+    }
+    out.push('}');
+    out
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RetryConfig;
+
+    fn retry(backoff: BackoffKind, jitter: JitterKind) -> RetryConfig {
+        RetryConfig {
+            attempts: 5,
+            backoff,
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+            jitter,
+            on: vec![],
+            budget_percent: 20,
+        }
+    }
+
+    #[test]
+    fn exponential_delays_double_up_to_the_cap() {
+        let r = retry(BackoffKind::Exponential, JitterKind::None);
+        let mut rng = SplitMix64::seeded(1);
+        let d: Vec<u64> = (1..=6)
+            .map(|a| backoff_delay(&r, a, Duration::ZERO, &mut rng).as_millis() as u64)
+            .collect();
+        assert_eq!(d, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn full_jitter_stays_within_the_delay() {
+        let r = retry(BackoffKind::Constant, JitterKind::Full);
+        let mut rng = SplitMix64::seeded(2);
+        for _ in 0..1000 {
+            assert!(backoff_delay(&r, 1, Duration::ZERO, &mut rng) <= Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(
+            serde_json_like(&[("m", "say \"hi\"\n")]),
+            r#"{"m":"say \"hi\"\u000a"}"#
+        );
+    }
+
+    #[test]
+    fn upstream_uris_keep_the_base_path() {
+        let base: Uri = "http://127.0.0.1:7003/api/".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&base, "/reports?x=1").to_string(),
+            "http://127.0.0.1:7003/api/reports?x=1"
+        );
+    }
+}
