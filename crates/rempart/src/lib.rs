@@ -4,6 +4,9 @@
 //! fails. Each policy is a plain async API and a `tower` layer.
 //!
 //! - [`circuit_breaker`]: stop calling a failing dependency, probe it, recover.
+//! - [`rate_limit`]: token buckets (direct and keyed, on governor) and a sliding window.
+//! - [`bulkhead`]: max concurrent calls per service, with a bounded wait for a slot.
+//! - [`adaptive`]: a concurrency limit that follows latency (AIMD, Gradient2, Vegas).
 //! - [`clock`]: the time every policy reads, with a manual clock for tests
 //!   and a tokio clock that follows tokio's paused time.
 //! - [`rng`]: the seedable random source behind jitter.
@@ -22,10 +25,13 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
+pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod clock;
 mod per_thread;
 pub mod prometheus;
+pub mod rate_limit;
 pub mod rng;
 
 pub use circuit_breaker::{
