@@ -111,6 +111,17 @@ async fn ready(State(admin): State<Admin>) -> Response {
             );
         }
     }
+    if let Some(redis) = admin.gateway.redis()
+        && !redis.is_healthy()
+    {
+        failed.insert(
+            "cache".into(),
+            json!(format!(
+                "redis at {} is unreachable; serving with in-process fallbacks",
+                redis.url()
+            )),
+        );
+    }
     let ready = failed.is_empty();
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },

@@ -7,6 +7,10 @@
 //! | `circuit_breaker_state_transitions_total` | counter | `service` |
 //! | `gateway_requests_total` | counter | `route`, `code` (the status) |
 //! | `gateway_request_duration_seconds` | histogram | `route` |
+//! | `bulkhead_inflight`, `bulkhead_max_concurrent` | gauge | `service` |
+//! | `bulkhead_admitted_total`, `bulkhead_rejected_total` | counter | `service` |
+//! | `rate_limit_allowed_total`, `rate_limit_rejected_total` | counter | `limiter` (`clients`) |
+//! | `rate_limit_keys` | gauge | `limiter` |
 //!
 //! Per-request counting here uses shared atomics: a proxied request costs
 //! tens of microseconds, so one uncontended-enough increment is noise, unlike
@@ -21,7 +25,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use rempart::CircuitBreaker;
+use rempart::bulkhead::{Bulkhead, BulkheadCollector};
 use rempart::prometheus::BreakerCollector;
+use rempart::rate_limit::{KeyedRateLimiter, RateLimitCollector};
 
 /// What happened to a request, as `circuit_breaker_calls_total` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +148,8 @@ impl Default for Metrics {
 pub struct Metrics {
     registry: Registry,
     breakers: BreakerCollector,
+    bulkheads: BulkheadCollector,
+    rate_limits: RateLimitCollector,
     calls: Family<CallLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -153,6 +161,10 @@ impl Metrics {
         let mut registry = Registry::default();
         let breakers = BreakerCollector::without_call_counts();
         registry.register_collector(Box::new(breakers.clone()));
+        let bulkheads = BulkheadCollector::new();
+        registry.register_collector(Box::new(bulkheads.clone()));
+        let rate_limits = RateLimitCollector::new();
+        registry.register_collector(Box::new(rate_limits.clone()));
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "circuit_breaker_calls",
@@ -176,6 +188,8 @@ impl Metrics {
         Metrics {
             registry,
             breakers,
+            bulkheads,
+            rate_limits,
             calls,
             requests,
             latency,
@@ -185,6 +199,16 @@ impl Metrics {
     /// Exposes exactly these breakers (after a reload, the new set).
     pub fn set_breakers(&self, breakers: impl IntoIterator<Item = CircuitBreaker>) {
         self.breakers.replace_all(breakers);
+    }
+
+    /// Exposes exactly these bulkheads.
+    pub fn set_bulkheads<'a>(&self, bulkheads: impl IntoIterator<Item = &'a Bulkhead>) {
+        self.bulkheads.replace_all(bulkheads);
+    }
+
+    /// Exposes the per-client rate limiter.
+    pub fn add_rate_limiter(&self, limiter: &KeyedRateLimiter<std::net::IpAddr>) {
+        self.rate_limits.add(limiter);
     }
 
     /// The counters of `service`, made once so that counting a request

@@ -22,19 +22,22 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use rempart::CircuitBreaker;
+use rempart::bulkhead::{Bulkhead, PermitBody};
 use rempart::circuit_breaker::{CircuitBreakerBuilder, SlidingWindow};
 use rempart::clock::{Clock, Instant};
 use rempart::rng::{Rng, SplitMix64};
 
-use crate::config::{BackoffKind, GatewayConfig, JitterKind, RetryOn, ServiceConfig};
+use crate::client_limit::ClientLimiter;
+use crate::config::{BackoffKind, CacheBackend, GatewayConfig, JitterKind, RetryOn, ServiceConfig};
 use crate::headers;
 use crate::metrics::{LatencyWindow, Metrics, Outcome, RouteMetrics, ServiceCounters};
+use crate::redis_backend::RedisBackend;
 use crate::router::Router;
 use crate::upstream::Upstreams;
 
 /// The body of every response the gateway sends: either one it made (errors,
 /// fallbacks) or an upstream's, streamed through.
-pub type Body = Either<Full<Bytes>, Incoming>;
+pub type Body = Either<Full<Bytes>, Either<Incoming, PermitBody<Incoming>>>;
 
 type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -50,73 +53,73 @@ pub struct Service {
     /// Its recent latencies, for the dashboard.
     pub latency: Arc<LatencyWindow>,
     counters: ServiceCounters,
-    bulkhead: Arc<tokio::sync::Semaphore>,
+    bulkhead: Option<Bulkhead>,
 }
 
 impl Service {
+    /// The service for `config`, keeping from `previous` (the same service
+    /// before a reload) each piece whose settings did not change.
     fn new(
         config: ServiceConfig,
         clock: Arc<dyn Clock>,
         previous: Option<&Service>,
         metrics: &Metrics,
     ) -> Result<Service, String> {
-        let counters = metrics.service(&config.name);
         let b = &config.circuit_breaker;
-        if let Some(old) = previous.filter(|o| o.config.circuit_breaker == *b) {
-            return Ok(Service {
-                breaker: old.breaker.clone(),
-                upstreams: if old.config.upstreams == config.upstreams {
-                    Arc::clone(&old.upstreams)
-                } else {
-                    Arc::new(Upstreams::new(&config.upstreams, clock))
-                },
-                bulkhead: if old.config.bulkhead.max_concurrent == config.bulkhead.max_concurrent {
-                    Arc::clone(&old.bulkhead)
-                } else {
-                    Arc::new(tokio::sync::Semaphore::new(
-                        config.bulkhead.max_concurrent as usize,
-                    ))
-                },
-                latency: Arc::clone(&old.latency),
-                counters,
-                config,
-            });
-        }
-        let breaker = CircuitBreakerBuilder::default()
-            .name(config.name.as_str())
-            // opossum's model: only the error percentage trips, not a run of failures.
-            .failure_threshold(0)
-            .failure_rate(f64::from(b.error_threshold_percentage))
-            .sliding_window(SlidingWindow::Time {
-                period: b.rolling_window,
-                buckets: b.rolling_buckets,
-            })
-            .minimum_calls(b.volume_threshold)
-            .open_timeout(b.reset_timeout)
-            .half_open_max_calls(b.half_open_max_calls)
-            .success_threshold(b.success_threshold)
-            .clock(Arc::clone(&clock))
-            .build()
-            .map_err(|e| format!("service {:?}: {e}", config.name))?;
-        if !b.enabled {
-            breaker.disable();
-        }
+        let breaker = match previous.filter(|o| o.config.circuit_breaker == *b) {
+            Some(old) => old.breaker.clone(),
+            None => {
+                let breaker = CircuitBreakerBuilder::default()
+                    .name(config.name.as_str())
+                    // opossum's model: only the error percentage trips, not a run of failures.
+                    .failure_threshold(0)
+                    .failure_rate(f64::from(b.error_threshold_percentage))
+                    .sliding_window(SlidingWindow::Time {
+                        period: b.rolling_window,
+                        buckets: b.rolling_buckets,
+                    })
+                    .minimum_calls(b.volume_threshold)
+                    .open_timeout(b.reset_timeout)
+                    .half_open_max_calls(b.half_open_max_calls)
+                    .success_threshold(b.success_threshold)
+                    .clock(Arc::clone(&clock))
+                    .build()
+                    .map_err(|e| format!("service {:?}: {e}", config.name))?;
+                if !b.enabled {
+                    breaker.disable();
+                }
+                breaker
+            }
+        };
+        let upstreams = match previous.filter(|o| o.config.upstreams == config.upstreams) {
+            Some(old) => Arc::clone(&old.upstreams),
+            None => Arc::new(Upstreams::new(&config.upstreams, Arc::clone(&clock))),
+        };
+        let bulkhead = match previous.filter(|o| o.config.bulkhead == config.bulkhead) {
+            Some(old) => old.bulkhead.clone(),
+            None if config.bulkhead.enabled => Some(
+                Bulkhead::builder()
+                    .name(config.name.as_str())
+                    .max_concurrent(config.bulkhead.max_concurrent)
+                    .max_wait(config.bulkhead.max_wait)
+                    .build()
+                    .map_err(|e| format!("service {:?}: {e}", config.name))?,
+            ),
+            None => None,
+        };
         Ok(Service {
-            upstreams: Arc::new(Upstreams::new(&config.upstreams, clock)),
-            latency: Arc::default(),
-            counters,
-            bulkhead: Arc::new(tokio::sync::Semaphore::new(
-                config.bulkhead.max_concurrent as usize,
-            )),
+            latency: previous.map_or_else(Arc::default, |o| Arc::clone(&o.latency)),
+            counters: metrics.service(&config.name),
             breaker,
+            upstreams,
+            bulkhead,
             config,
         })
     }
 
-    /// Requests in flight now.
+    /// Requests in flight now (0 when the bulkhead is off: nothing counts them).
     pub fn in_flight(&self) -> usize {
-        (self.config.bulkhead.max_concurrent as usize)
-            .saturating_sub(self.bulkhead.available_permits())
+        self.bulkhead.as_ref().map_or(0, |b| b.in_flight() as usize)
     }
 }
 
@@ -136,6 +139,9 @@ struct Shared {
     client: UpstreamClient,
     metrics: Metrics,
     clock: Arc<dyn Clock>,
+    /// The Redis connection when `cache.backend = "redis"` (fixed at start:
+    /// a reload that changes it is reported as needing a restart).
+    redis: Option<Arc<RedisBackend>>,
 }
 
 #[derive(Debug)]
@@ -146,6 +152,7 @@ struct State {
     /// By route id.
     route_metrics: Vec<RouteMetrics>,
     services: Vec<Arc<Service>>,
+    limiter: Option<Arc<ClientLimiter>>,
 }
 
 /// What a reload kept and what it replaced.
@@ -179,6 +186,7 @@ impl State {
         config: &GatewayConfig,
         clock: &Arc<dyn Clock>,
         metrics: &Metrics,
+        redis: Option<&Arc<RedisBackend>>,
         previous: Option<&State>,
         report: &mut ReloadReport,
     ) -> Result<State, String> {
@@ -205,7 +213,30 @@ impl State {
             if p.config.server.admin_listen != config.server.admin_listen {
                 report.needs_restart.push("server.admin_listen".into());
             }
+            if p.config.cache.backend != config.cache.backend {
+                report.needs_restart.push("cache.backend".into());
+            }
         }
+        // The per-client limiter keeps its counts unless its settings change.
+        let limiter = match &config.rate_limit {
+            None => None,
+            Some(rl) => match previous.and_then(|p| {
+                let old = p.config.rate_limit.as_ref()?;
+                ClientLimiter::same_settings(old, rl).then(|| p.limiter.clone())?
+            }) {
+                Some(kept) => Some(kept),
+                None => {
+                    let l = match redis {
+                        Some(r) => ClientLimiter::shared(rl, Arc::clone(r))?,
+                        None => ClientLimiter::local(rl, Arc::clone(clock))?,
+                    };
+                    if let ClientLimiter::Local(k) = &l {
+                        metrics.add_rate_limiter(k);
+                    }
+                    Some(Arc::new(l))
+                }
+            },
+        };
         let router = Router::new(&config.routes, |name| {
             config.services.iter().position(|s| s.name == name)
         });
@@ -224,6 +255,7 @@ impl State {
                 .unwrap_or_default(),
             router,
             services,
+            limiter,
         })
     }
 }
@@ -232,7 +264,24 @@ impl Gateway {
     /// Builds the handler for `config`, with time read from `clock`.
     pub fn new(config: &GatewayConfig, clock: Arc<dyn Clock>) -> Result<Gateway, String> {
         let metrics = Metrics::new();
-        let state = State::build(config, &clock, &metrics, None, &mut ReloadReport::default())?;
+        let redis = match &config.cache.backend {
+            CacheBackend::Redis { url } => {
+                let r = RedisBackend::new(url)?;
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    drop(r.spawn_probe());
+                }
+                Some(r)
+            }
+            CacheBackend::Memory => None,
+        };
+        let state = State::build(
+            config,
+            &clock,
+            &metrics,
+            redis.as_ref(),
+            None,
+            &mut ReloadReport::default(),
+        )?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -240,12 +289,14 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
         metrics.set_breakers(state.services.iter().map(|s| s.breaker.clone()));
+        metrics.set_bulkheads(state.services.iter().filter_map(|s| s.bulkhead.as_ref()));
         Ok(Gateway {
             shared: Arc::new(Shared {
                 current: ArcSwap::from_pointee(state),
                 client,
                 metrics,
                 clock,
+                redis,
             }),
         })
     }
@@ -260,12 +311,16 @@ impl Gateway {
             config,
             &self.shared.clock,
             &self.shared.metrics,
+            self.shared.redis.as_ref(),
             Some(&previous),
             &mut report,
         )?;
         self.shared
             .metrics
             .set_breakers(state.services.iter().map(|s| s.breaker.clone()));
+        self.shared
+            .metrics
+            .set_bulkheads(state.services.iter().filter_map(|s| s.bulkhead.as_ref()));
         self.shared.current.store(Arc::new(state));
         tracing::info!(?report, "configuration reloaded");
         Ok(report)
@@ -286,6 +341,11 @@ impl Gateway {
         &self.shared.metrics
     }
 
+    /// The Redis connection, when the config's cache backend is Redis.
+    pub fn redis(&self) -> Option<&Arc<RedisBackend>> {
+        self.shared.redis.as_ref()
+    }
+
     /// Answers one client request that arrived from `peer`.
     pub async fn handle(
         &self,
@@ -298,6 +358,18 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         let request_id = headers::request_id(&mut parts.headers);
         let client = headers::client_ip(peer, &parts.headers, &state.trusted);
+
+        // Per-client rate limit, before anything else costs us work.
+        if let Some(limiter) = &state.limiter
+            && let Err(refused) = limiter.check(client).await
+        {
+            tracing::debug!(%client, "rate limited");
+            let mut resp: Response<Body> = refused
+                .to_response::<String>()
+                .map(|text| Either::Left(Full::new(Bytes::from(text))));
+            resp.headers_mut().insert(headers::REQUEST_ID, request_id);
+            return Ok(resp);
+        }
 
         let Some(route) = state.router.route(parts.uri.path()).cloned() else {
             let mut resp = json_error(
@@ -363,24 +435,17 @@ impl Gateway {
             }
         };
 
-        // Bulkhead: a slot, or a refusal after `max_wait`.
-        let _slot = if service.config.bulkhead.enabled {
-            let wait = service.config.bulkhead.max_wait;
-            let slot = if wait.is_zero() {
-                Arc::clone(&service.bulkhead).try_acquire_owned().ok()
-            } else {
-                tokio::time::timeout(wait, Arc::clone(&service.bulkhead).acquire_owned())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-            };
-            if slot.is_none() {
-                service.counters.count(Outcome::BulkheadFull);
-                return self.fallback(service, Refusal::BulkheadFull);
-            }
-            slot
-        } else {
-            None
+        // Bulkhead: a slot, or a refusal after `max_wait`. The slot travels
+        // with the response body, so a streamed answer keeps it until it ends.
+        let slot = match &service.bulkhead {
+            Some(bulkhead) => match bulkhead.acquire_owned().await {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    service.counters.count(Outcome::BulkheadFull);
+                    return self.fallback(service, Refusal::BulkheadFull);
+                }
+            },
+            None => None,
         };
 
         // Circuit breaker: a permit, or the fallback at once.
@@ -502,7 +567,11 @@ impl Gateway {
                 }
                 let (mut rparts, rbody) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut rparts.headers);
-                Response::from_parts(rparts, Either::Right(rbody))
+                let body = match slot {
+                    Some(slot) => Either::Right(Either::Right(PermitBody::new(rbody, slot))),
+                    None => Either::Right(Either::Left(rbody)),
+                };
+                Response::from_parts(rparts, body)
             }
             Ok(Attempt::Timeout) => {
                 permit.failure();

@@ -204,6 +204,43 @@ impl Clock for TokioClock {
     }
 }
 
+/// Wall-clock time: nanoseconds since the Unix epoch, never going backwards
+/// within one value (a step back of the system clock holds it still).
+///
+/// For state shared between processes, where every instance must cut time
+/// into the same windows (a rate-limit window kept in Redis by several
+/// gateways): their monotonic clocks have different origins, the epoch is
+/// the same everywhere.
+///
+/// ```
+/// use rempart::clock::{Clock, UnixClock};
+///
+/// let t = UnixClock::new().now();
+/// assert!(t.as_nanos() > 1_700_000_000 * 1_000_000_000); // after November 2023
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct UnixClock {
+    latest: Arc<AtomicU64>,
+}
+
+impl UnixClock {
+    /// A wall clock.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Clock for UnixClock {
+    #[allow(clippy::disallowed_methods)] // the wall clock is this clock's whole point
+    fn now(&self) -> Instant {
+        let read = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, duration_to_nanos);
+        let before = self.latest.fetch_max(read, Ordering::AcqRel);
+        Instant(before.max(read))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,12 @@ impl BulkheadCollector {
         list.push(bulkhead.clone());
     }
 
+    /// Exposes exactly `bulkheads`, dropping every other one (a reloaded set).
+    pub fn replace_all<'a>(&self, bulkheads: impl IntoIterator<Item = &'a Bulkhead>) {
+        let fresh: Vec<Bulkhead> = bulkheads.into_iter().cloned().collect();
+        *self.bulkheads.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
     /// Exposes every bulkhead of `bulkheads`.
     pub fn add_all(&self, bulkheads: &super::Bulkheads) {
         for b in bulkheads.iter() {
