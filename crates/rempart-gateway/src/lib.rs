@@ -21,4 +21,5 @@ pub mod proxy;
 pub mod redis_backend;
 pub mod router;
 pub mod server;
+pub mod stale;
 pub mod upstream;

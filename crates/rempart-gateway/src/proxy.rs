@@ -33,6 +33,7 @@ use crate::headers;
 use crate::metrics::{LatencyWindow, Metrics, Outcome, RouteMetrics, ServiceCounters};
 use crate::redis_backend::RedisBackend;
 use crate::router::Router;
+use crate::stale::StaleResponses;
 use crate::upstream::Upstreams;
 
 /// The body of every response the gateway sends: either one it made (errors,
@@ -142,6 +143,8 @@ struct Shared {
     /// The Redis connection when `cache.backend = "redis"` (fixed at start:
     /// a reload that changes it is reported as needing a restart).
     redis: Option<Arc<RedisBackend>>,
+    /// Last good answers, for fallbacks.
+    stale: StaleResponses,
 }
 
 #[derive(Debug)]
@@ -213,8 +216,8 @@ impl State {
             if p.config.server.admin_listen != config.server.admin_listen {
                 report.needs_restart.push("server.admin_listen".into());
             }
-            if p.config.cache.backend != config.cache.backend {
-                report.needs_restart.push("cache.backend".into());
+            if p.config.cache != config.cache {
+                report.needs_restart.push("cache".into());
             }
         }
         // The per-client limiter keeps its counts unless its settings change.
@@ -296,6 +299,7 @@ impl Gateway {
                 client,
                 metrics,
                 clock,
+                stale: StaleResponses::new(config.cache.ttl, redis.clone()),
                 redis,
             }),
         })
@@ -435,6 +439,13 @@ impl Gateway {
             }
         };
 
+        // Where this request's last good answer is kept, if it may have one.
+        // HEAD reads GET's answer; only a GET's answer is stored.
+        let is_get = parts.method == Method::GET;
+        let stale_key = (service.config.fallback.stale_cache
+            && (parts.method == Method::GET || parts.method == Method::HEAD))
+            .then(|| StaleResponses::key(&service.config.name, &Method::GET, &parts.uri));
+
         // Bulkhead: a slot, or a refusal after `max_wait`. The slot travels
         // with the response body, so a streamed answer keeps it until it ends.
         let slot = match &service.bulkhead {
@@ -442,7 +453,9 @@ impl Gateway {
                 Ok(slot) => Some(slot),
                 Err(_) => {
                     service.counters.count(Outcome::BulkheadFull);
-                    return self.fallback(service, Refusal::BulkheadFull);
+                    return self
+                        .fallback(service, Refusal::BulkheadFull, stale_key.as_deref())
+                        .await;
                 }
             },
             None => None,
@@ -453,7 +466,9 @@ impl Gateway {
             Ok(p) => p,
             Err(_) => {
                 service.counters.count(Outcome::Rejected);
-                return self.fallback(service, Refusal::Open);
+                return self
+                    .fallback(service, Refusal::Open, stale_key.as_deref())
+                    .await;
             }
         };
 
@@ -560,13 +575,44 @@ impl Gateway {
                 if resp.status().is_server_error() {
                     permit.failure();
                     service.counters.count(Outcome::Failure);
-                    // The upstream answered: its 5xx goes to the client as is.
+                    // A kept good answer beats a 5xx; without one, the 5xx goes
+                    // to the client as the upstream sent it.
+                    if let Some(key) = stale_key.as_deref()
+                        && let Some(stale) = self.stale_answer(key).await
+                    {
+                        service.counters.count(Outcome::Fallback);
+                        return stale;
+                    }
                 } else {
                     permit.success();
                     service.counters.count(Outcome::Success);
                 }
                 let (mut rparts, rbody) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut rparts.headers);
+                // A 200 small enough to keep is read whole and kept for later
+                // fallbacks; anything else streams through.
+                let keepable = rparts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|n| n <= crate::stale::MAX_BODY);
+                if let Some(key) = stale_key
+                    && is_get
+                    && rparts.status == StatusCode::OK
+                    && keepable
+                {
+                    return match rbody.collect().await {
+                        Ok(collected) => {
+                            let body = collected.to_bytes();
+                            let ct = rparts.headers.get(header::CONTENT_TYPE).cloned();
+                            s.stale.put(key, 200, ct, body.clone()).await;
+                            drop(slot);
+                            Response::from_parts(rparts, Either::Left(Full::new(body)))
+                        }
+                        Err(_) => self.fallback(service, Refusal::Unreachable, None).await,
+                    };
+                }
                 let body = match slot {
                     Some(slot) => Either::Right(Either::Right(PermitBody::new(rbody, slot))),
                     None => Either::Right(Either::Left(rbody)),
@@ -576,19 +622,46 @@ impl Gateway {
             Ok(Attempt::Timeout) => {
                 permit.failure();
                 service.counters.count(Outcome::Timeout);
-                self.fallback(service, Refusal::Timeout)
+                self.fallback(service, Refusal::Timeout, stale_key.as_deref())
+                    .await
             }
             Ok(Attempt::Connect | Attempt::Reset) | Err(_) => {
                 permit.failure();
                 service.counters.count(Outcome::Failure);
-                self.fallback(service, Refusal::Unreachable)
+                self.fallback(service, Refusal::Unreachable, stale_key.as_deref())
+                    .await
             }
         }
     }
 
-    /// What the client gets when the service cannot answer.
-    fn fallback(&self, service: &Service, why: Refusal) -> Response<Body> {
+    /// The kept answer under `key`, marked degraded, with its `Age`.
+    async fn stale_answer(&self, key: &str) -> Option<Response<Body>> {
+        let (answer, age) = self.shared.stale.get(key).await?;
+        let mut resp = Response::new(Either::Left(Full::new(answer.body)));
+        *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+        let h = resp.headers_mut();
+        if let Some(ct) = answer.content_type {
+            h.insert(header::CONTENT_TYPE, ct);
+        }
+        h.insert(header::AGE, HeaderValue::from(age.as_secs()));
+        h.insert("x-degraded-mode", HeaderValue::from_static("true"));
+        Some(resp)
+    }
+
+    /// What the client gets when the service cannot answer: the last good
+    /// answer to the same request if one is kept, else the degraded JSON.
+    async fn fallback(
+        &self,
+        service: &Service,
+        why: Refusal,
+        stale_key: Option<&str>,
+    ) -> Response<Body> {
         service.counters.count(Outcome::Fallback);
+        if let Some(key) = stale_key
+            && let Some(resp) = self.stale_answer(key).await
+        {
+            return resp;
+        }
         let (status, code) = match why {
             Refusal::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             Refusal::Open => (StatusCode::SERVICE_UNAVAILABLE, "circuit_open"),

@@ -380,3 +380,66 @@ async fn shutdown_lets_an_in_flight_request_finish_and_refuses_new_connections()
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn when_the_service_fails_clients_get_its_last_good_answer_marked_degraded() {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let down = Arc::clone(&failing);
+    let up = upstream(move |r| {
+        let down = down.load(Ordering::SeqCst);
+        async move {
+            if down {
+                text(500, "boom")
+            } else {
+                let mut resp = text(200, format!("report for {}", r.uri()));
+                resp.headers_mut()
+                    .insert("content-type", http::HeaderValue::from_static("text/plain"));
+                resp
+            }
+        }
+    })
+    .await;
+    let gw = gateway(&format!(
+        "{}{}",
+        service(
+            "reporting",
+            up,
+            "circuit_breaker = { volume_threshold = 3, reset_timeout = \"60s\" }"
+        ),
+        route("/reports", "reporting"),
+    ))
+    .await;
+    let c = client();
+    let url = |q: &str| format!("http://{}/reports/monthly{q}", gw.addr);
+    let fresh = get(&c, url("?m=11")).await;
+    assert_eq!(
+        (fresh.status, fresh.body.as_str()),
+        (200, "report for /reports/monthly?m=11")
+    );
+    assert!(!fresh.headers.contains_key("x-degraded-mode"));
+
+    failing.store(true, Ordering::SeqCst);
+    // The upstream's 500 is replaced by the kept answer...
+    let stale = get(&c, url("?m=11")).await;
+    assert_eq!(
+        (stale.status, stale.body.as_str()),
+        (200, "report for /reports/monthly?m=11")
+    );
+    assert_eq!(stale.headers["x-degraded-mode"], "true");
+    assert_eq!(stale.headers["content-type"], "text/plain");
+    assert!(stale.headers.contains_key("age"));
+    // ...a request never answered before gets the upstream's own 500...
+    assert_eq!(get(&c, url("?m=10")).await.status, 500);
+    // ...and once the circuit is open the kept answer is served without calling upstream.
+    let open = get(&c, url("?m=11")).await;
+    assert_eq!(open.status, 200);
+    assert_eq!(open.headers["x-degraded-mode"], "true");
+    assert_eq!(
+        gw.gateway().services()[0].breaker.state(),
+        rempart::CircuitState::Open
+    );
+    let never = get(&c, url("?m=9")).await;
+    assert_eq!(never.status, 503);
+    assert!(never.body.contains("circuit_open"), "{}", never.body);
+    gw.shutdown().await;
+}
