@@ -149,3 +149,24 @@ pub(crate) fn demo(duration: Duration, no_redraw: bool) -> u8 {
         }
     }
 }
+
+pub(crate) fn breaker_demo(calls: u32, interval: Duration) -> u8 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let mut out = std::io::stdout();
+    match rt.block_on(crate::breaker_demo::run(calls, interval, &mut out)) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("the demo failed: {e}");
+            EXIT_FAILURE
+        }
+    }
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod breaker_demo;
 mod gateway;
 
 /// Exit code for bad usage or a bad config file.
@@ -66,7 +67,26 @@ pub enum Command {
         /// Append each table instead of redrawing it in place.
         #[arg(long)]
         no_redraw: bool,
+        /// Show one circuit breaker alone instead: every call to a flaky
+        /// dependency and every state change, as they happen.
+        #[arg(long)]
+        breaker: bool,
+        /// With --breaker: how many calls to make.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(10..=10_000))]
+        calls: u32,
+        /// With --breaker: time between calls, e.g. "150ms".
+        #[arg(long, default_value = "150ms", value_parser = parse_interval)]
+        interval: Duration,
     },
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration such as \"150ms\" ({e})"))?;
+    if d.is_zero() || d > Duration::from_secs(10) {
+        return Err(format!("{s:?} must be above 0 and at most 10s"));
+    }
+    Ok(d)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -107,8 +127,15 @@ pub fn run(cli: Cli) -> u8 {
         Command::Gateway { config } => gateway::serve(&config),
         Command::CheckConfig { file } => gateway::check(&file),
         Command::Demo {
+            breaker: true,
+            calls,
+            interval,
+            ..
+        } => gateway::breaker_demo(calls, interval),
+        Command::Demo {
             duration,
             no_redraw,
+            ..
         } => gateway::demo(duration, no_redraw),
     }
 }
