@@ -3,7 +3,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `circuit_breaker_state` | gauge: 0 closed, 1 open, 2 half-open | `service` |
-//! | `circuit_breaker_calls_total` | counter | `service`, `outcome` = `success`, `failure`, `rejected`, `timeout`, `fallback`, `bulkhead_full` |
+//! | `circuit_breaker_calls_total` | counter | `service`, `outcome` = `success`, `failure`, `rejected`, `timeout`, `fallback`, `bulkhead_full`, `retry_budget_exhausted` |
 //! | `circuit_breaker_state_transitions_total` | counter | `service` |
 //! | `gateway_requests_total` | counter | `route`, `code` (the status) |
 //! | `gateway_request_duration_seconds` | histogram | `route` |
@@ -44,6 +44,8 @@ pub enum Outcome {
     Fallback,
     /// The bulkhead had no slot.
     BulkheadFull,
+    /// A retry was wanted but the retry budget was spent.
+    BudgetExhausted,
 }
 
 impl Outcome {
@@ -55,17 +57,19 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Fallback => "fallback",
             Outcome::BulkheadFull => "bulkhead_full",
+            Outcome::BudgetExhausted => "retry_budget_exhausted",
         }
     }
 }
 
-const ALL_OUTCOMES: [Outcome; 6] = [
+const ALL_OUTCOMES: [Outcome; 7] = [
     Outcome::Success,
     Outcome::Failure,
     Outcome::Rejected,
     Outcome::Timeout,
     Outcome::Fallback,
     Outcome::BulkheadFull,
+    Outcome::BudgetExhausted,
 ];
 
 /// Status codes whose counters are made up front; others are looked up.
@@ -74,7 +78,7 @@ const COMMON_CODES: [u16; 8] = [200, 404, 413, 429, 500, 502, 503, 504];
 /// One service's `circuit_breaker_calls_total` counters.
 #[derive(Debug, Clone)]
 pub struct ServiceCounters {
-    by_outcome: [Counter; 6],
+    by_outcome: [Counter; 7],
 }
 
 impl ServiceCounters {

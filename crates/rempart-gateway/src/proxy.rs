@@ -34,7 +34,7 @@ use crate::metrics::{LatencyWindow, Metrics, Outcome, RouteMetrics, ServiceCount
 use crate::redis_backend::RedisBackend;
 use crate::router::Router;
 use crate::stale::StaleResponses;
-use crate::upstream::Upstreams;
+use crate::upstream::{RetryBudget, Upstreams};
 
 /// The body of every response the gateway sends: either one it made (errors,
 /// fallbacks) or an upstream's, streamed through.
@@ -55,6 +55,7 @@ pub struct Service {
     pub latency: Arc<LatencyWindow>,
     counters: ServiceCounters,
     bulkhead: Option<Bulkhead>,
+    retry_budget: Option<Arc<RetryBudget>>,
 }
 
 impl Service {
@@ -108,7 +109,15 @@ impl Service {
             ),
             None => None,
         };
+        let percent = config.retry.as_ref().map(|r| r.budget_percent);
+        let retry_budget = match previous
+            .filter(|o| o.config.retry.as_ref().map(|r| r.budget_percent) == percent)
+        {
+            Some(old) => old.retry_budget.clone(),
+            None => percent.map(|p| Arc::new(RetryBudget::new(p))),
+        };
         Ok(Service {
+            retry_budget,
             latency: previous.map_or_else(Arc::default, |o| Arc::clone(&o.latency)),
             counters: metrics.service(&config.name),
             breaker,
@@ -504,6 +513,9 @@ impl Gateway {
         let mut rng: Option<SplitMix64> = None; // seeded only if a retry needs jitter
         let mut prev_delay = retry.map_or(Duration::ZERO, |r| r.initial);
 
+        if let Some(b) = &service.retry_budget {
+            b.deposit();
+        }
         let mut attempt = 1;
         let result = loop {
             let Some(host) = service.upstreams.pick() else {
@@ -552,6 +564,11 @@ impl Gateway {
             };
             let retryable = retry.is_some_and(|r| outcome.matches(&r.on));
             if !retryable || attempt >= attempts {
+                break Ok(outcome);
+            }
+            // The budget refuses: this outcome stands rather than add load.
+            if service.retry_budget.as_ref().is_some_and(|b| !b.withdraw()) {
+                service.counters.count(Outcome::BudgetExhausted);
                 break Ok(outcome);
             }
             let r = retry.expect("retryable implies a retry policy");

@@ -223,3 +223,79 @@ mod tests {
         assert_eq!(u.pick(), Some(0));
     }
 }
+
+/// A service's retry budget: retries may add at most `percent` % to the
+/// requests the service receives, plus a reserve of [`RetryBudget::RESERVE`]
+/// retries, so a fleet-wide outage cannot turn every request into
+/// `attempts` requests (a retry storm).
+///
+/// Each request deposits `percent` hundredths of a retry; each retry
+/// withdraws one whole retry; the balance never exceeds the reserve, so a long
+/// quiet spell does not bank an unbounded burst of retries.
+#[derive(Debug)]
+pub struct RetryBudget {
+    /// In hundredths of a retry.
+    balance: std::sync::atomic::AtomicI64,
+    percent: i64,
+}
+
+impl RetryBudget {
+    /// Retries kept in reserve (and the most the balance holds).
+    pub const RESERVE: i64 = 10;
+
+    /// A full budget allowing `percent` % extra requests as retries.
+    pub fn new(percent: u32) -> RetryBudget {
+        RetryBudget {
+            balance: std::sync::atomic::AtomicI64::new(Self::RESERVE * 100),
+            percent: i64::from(percent),
+        }
+    }
+
+    /// Records one request.
+    pub fn deposit(&self) {
+        let cap = Self::RESERVE * 100;
+        let _ = self
+            .balance
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b < cap).then(|| (b + self.percent).min(cap))
+            });
+    }
+
+    /// Takes one retry from the budget; false if it is spent.
+    pub fn withdraw(&self) -> bool {
+        self.balance
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b >= 100).then_some(b - 100)
+            })
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::RetryBudget;
+
+    #[test]
+    fn the_budget_allows_its_reserve_then_percent_of_requests() {
+        let b = RetryBudget::new(20);
+        let reserve = (0..100).take_while(|_| b.withdraw()).count();
+        assert_eq!(reserve, 10);
+        // 50 requests at 20 % earn exactly 10 retries.
+        for _ in 0..50 {
+            b.deposit();
+        }
+        assert_eq!((0..100).take_while(|_| b.withdraw()).count(), 10);
+        // A quiet spell banks no more than the reserve.
+        for _ in 0..10_000 {
+            b.deposit();
+        }
+        assert_eq!((0..100).take_while(|_| b.withdraw()).count(), 10);
+        // At 0 %, the reserve and nothing more, however many requests come.
+        let zero = RetryBudget::new(0);
+        assert_eq!((0..100).take_while(|_| zero.withdraw()).count(), 10);
+        for _ in 0..1000 {
+            zero.deposit();
+        }
+        assert!(!zero.withdraw());
+    }
+}
