@@ -29,6 +29,7 @@ pub mod adaptive;
 pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod clock;
+mod config_error;
 mod per_thread;
 pub mod prometheus;
 pub mod rate_limit;
@@ -37,6 +38,7 @@ pub mod rng;
 pub use circuit_breaker::{
     CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitMetrics, CircuitState,
 };
+pub use config_error::ConfigError;
 
 // The README's Rust examples are compiled and run as doctests.
 #[cfg(doctest)]
