@@ -4,6 +4,8 @@
 //! fails. Each policy is a plain async API and a `tower` layer.
 //!
 //! - [`circuit_breaker`]: stop calling a failing dependency, probe it, recover.
+//! - [`retry`]: run again after a pause (backoff, jitter, budget, HTTP rules).
+//! - [`timeout`] and [`deadline`]: limits on time that cancel, and travel with the work.
 //! - [`rate_limit`]: token buckets (direct and keyed, on governor) and a sliding window.
 //! - [`bulkhead`]: max concurrent calls per service, with a bounded wait for a slot.
 //! - [`adaptive`]: a concurrency limit that follows latency (AIMD, Gradient2, Vegas).
@@ -30,10 +32,13 @@ pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod clock;
 mod config_error;
+pub mod deadline;
 mod per_thread;
 pub mod prometheus;
 pub mod rate_limit;
+pub mod retry;
 pub mod rng;
+pub mod timeout;
 
 pub use circuit_breaker::{
     CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitMetrics, CircuitState,

@@ -1,0 +1,390 @@
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::backoff::Backoff;
+use super::budget::RetryBudget;
+use super::error::RetryError;
+use super::jitter::Jitter;
+use super::metrics::{Counter, RetryMetrics, Stats};
+use super::policy::{Decision, RetryErrors, RetryPolicy};
+use crate::ConfigError;
+use crate::clock::{Clock, Instant, TokioClock};
+use crate::rng::{Rng, SplitMix64};
+
+/// Runs an operation, and runs it again after a pause when a policy says its
+/// result is worth retrying, within a number of attempts, a time limit and
+/// a retry budget. Cheap to clone (clones share counters and budget).
+///
+/// Only retry work that is safe to repeat (idempotent): a `GET`, a `PUT`, a
+/// read, a write keyed by an idempotency key. A payment or a `POST` that
+/// creates something may have succeeded on the server even though the client
+/// saw an error (a timeout, a reset), so repeating it can do it twice. Each
+/// call opts in by going through `Retry`; for non-idempotent work, call the
+/// operation directly, or retry only errors that prove the request was never
+/// sent ([`http_not_sent`](super::http_not_sent)).
+///
+/// ```
+/// use rempart::retry::{Backoff, Jitter, Retry};
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::time::Duration;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+/// let retry = Retry::builder()
+///     .max_attempts(4)
+///     .backoff(Backoff::exponential(Duration::from_secs(1), 2.0, Duration::from_secs(30)).unwrap())
+///     .jitter(Jitter::None)
+///     .build()
+///     .unwrap();
+/// let calls = AtomicU32::new(0);
+/// let answer = retry
+///     .call(|| async {
+///         // Fails twice, then works.
+///         if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err("busy") } else { Ok(42) }
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!((answer, calls.load(Ordering::SeqCst)), (42, 3));
+/// assert_eq!(retry.metrics().successful_after_retry, 1);
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct Retry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: Arc<str>,
+    max_attempts: u32,
+    max_elapsed: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    overall_timeout: Option<Duration>,
+    backoff: Backoff,
+    jitter: Jitter,
+    budget: Option<Arc<RetryBudget>>,
+    clock: Arc<dyn Clock>,
+    rng: Mutex<Box<dyn Rng>>,
+    stats: Stats,
+}
+
+/// Builds a [`Retry`]; see [`Retry::builder`].
+#[derive(Debug)]
+pub struct RetryBuilder {
+    name: Arc<str>,
+    max_attempts: u32,
+    max_elapsed: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    overall_timeout: Option<Duration>,
+    backoff: Backoff,
+    jitter: Jitter,
+    budget: Option<Arc<RetryBudget>>,
+    clock: Option<Arc<dyn Clock>>,
+    rng: Option<Box<dyn Rng>>,
+}
+
+impl RetryBuilder {
+    /// Name for metrics and events. Default `"default"`.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+    /// Attempts in all, the first included (1 = no retry). Default 3.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+    /// No retry starts once this much time has passed since the first attempt.
+    pub fn max_elapsed(mut self, d: Duration) -> Self {
+        self.max_elapsed = Some(d);
+        self
+    }
+    /// Each attempt is cancelled after this long (and counts as retryable).
+    pub fn attempt_timeout(mut self, d: Duration) -> Self {
+        self.attempt_timeout = Some(d);
+        self
+    }
+    /// The whole call, pauses included, is cancelled after this long.
+    pub fn overall_timeout(mut self, d: Duration) -> Self {
+        self.overall_timeout = Some(d);
+        self
+    }
+    /// Delays between attempts. Default: exponential, 100 ms doubling to 10 s.
+    pub fn backoff(mut self, b: Backoff) -> Self {
+        self.backoff = b;
+        self
+    }
+    /// Randomisation of each delay. Default [`Jitter::Full`].
+    pub fn jitter(mut self, j: Jitter) -> Self {
+        self.jitter = j;
+        self
+    }
+    /// Limits retries to a share of the calls (share one budget between the
+    /// `Retry`s of one downstream service).
+    pub fn budget(mut self, budget: Arc<RetryBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+    /// The clock elapsed time is measured on. Default [`TokioClock`] (pauses
+    /// sleep on tokio, so tests run under tokio's paused time).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+    /// The random source for jitter (tests: `SplitMix64::seeded`).
+    pub fn rng(mut self, rng: impl Rng) -> Self {
+        self.rng = Some(Box::new(rng));
+        self
+    }
+    /// Checks the settings.
+    pub fn build(self) -> Result<Retry, ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(ConfigError::new(
+                super::POLICY,
+                "max_attempts",
+                "0 attempts would never run the operation; use 1 (no retry) or more",
+            ));
+        }
+        for (field, d) in [
+            ("attempt_timeout", self.attempt_timeout),
+            ("overall_timeout", self.overall_timeout),
+            ("max_elapsed", self.max_elapsed),
+        ] {
+            if d == Some(Duration::ZERO) {
+                return Err(ConfigError::new(
+                    super::POLICY,
+                    field,
+                    "0s leaves no time for any attempt; give a positive duration or leave it unset",
+                ));
+            }
+        }
+        Ok(Retry {
+            inner: Arc::new(Inner {
+                name: self.name,
+                max_attempts: self.max_attempts,
+                max_elapsed: self.max_elapsed,
+                attempt_timeout: self.attempt_timeout,
+                overall_timeout: self.overall_timeout,
+                backoff: self.backoff,
+                jitter: self.jitter,
+                budget: self.budget,
+                clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
+                rng: Mutex::new(
+                    self.rng
+                        .unwrap_or_else(|| Box::new(SplitMix64::from_entropy())),
+                ),
+                stats: Stats::default(),
+            }),
+        })
+    }
+}
+
+/// One attempt's result, or its timeout.
+enum Attempt<T, E> {
+    Done(Result<T, E>),
+    TimedOut(Duration),
+}
+
+impl Retry {
+    /// A builder with the defaults: 3 attempts, exponential backoff from
+    /// 100 ms doubling to 10 s, full jitter, no timeouts, no budget.
+    pub fn builder() -> RetryBuilder {
+        RetryBuilder {
+            name: Arc::from("default"),
+            max_attempts: 3,
+            max_elapsed: None,
+            attempt_timeout: None,
+            overall_timeout: None,
+            backoff: Backoff::Exponential {
+                initial: Duration::from_millis(100),
+                multiplier: 2.0,
+                max: Duration::from_secs(10),
+            },
+            jitter: Jitter::Full,
+            budget: None,
+            clock: None,
+            rng: None,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Counters so far.
+    pub fn metrics(&self) -> RetryMetrics {
+        self.inner.stats.snapshot()
+    }
+
+    /// Runs `operation`, retrying every `Err` (see [`call_with`](Self::call_with)).
+    pub async fn call<T, E, F, Fut>(&self, operation: F) -> Result<T, RetryError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_with(RetryErrors, operation).await
+    }
+
+    /// Runs `operation`; after each attempt `policy` decides whether its
+    /// result stands or is retried. A success the policy retries (an HTTP 503
+    /// as `Ok`) that is still retryable when attempts run out is returned as
+    /// `Ok`, so the caller sees the last answer.
+    pub async fn call_with<T, E, P, F, Fut>(
+        &self,
+        policy: P,
+        mut operation: F,
+    ) -> Result<T, RetryError<E>>
+    where
+        P: RetryPolicy<T, E>,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let inner = &*self.inner;
+        let timed = inner.attempt_timeout.is_some()
+            || inner.overall_timeout.is_some()
+            || inner.max_elapsed.is_some();
+        let start = if timed {
+            inner.clock.now()
+        } else {
+            Instant::ZERO
+        };
+        if let Some(b) = &inner.budget {
+            b.deposit();
+        }
+        let mut attempt: u32 = 1;
+        let mut previous_delay = inner.backoff.initial();
+        loop {
+            let outcome = match inner.attempt_limit(start, timed) {
+                None => Attempt::Done(operation().await),
+                Some(limit) if limit.is_zero() => {
+                    Attempt::TimedOut(inner.overall_timeout.unwrap_or(limit))
+                }
+                Some(limit) => match tokio::time::timeout(limit, operation()).await {
+                    Ok(r) => Attempt::Done(r),
+                    Err(_) => Attempt::TimedOut(limit),
+                },
+            };
+            let decision = match &outcome {
+                Attempt::Done(r) => policy.decide(r.as_ref()),
+                Attempt::TimedOut(_) => Decision::Retry,
+            };
+            let wanted = match decision {
+                Decision::Accept | Decision::Stop => None,
+                Decision::Retry => Some(None),
+                Decision::RetryAfter(d) => Some(Some(d)),
+            };
+            // The result stands: a success, a non-retryable error, a stop.
+            let Some(asked) = wanted else {
+                return inner.finish(outcome, attempt, Counter::NotRetried);
+            };
+            if attempt >= inner.max_attempts {
+                inner.stats.bump(Counter::MaxRetriesReached);
+                return inner.finish(outcome, attempt, Counter::Exhausted);
+            }
+            let mut delay = match asked {
+                // The server's Retry-After, bounded by the backoff's cap.
+                Some(d) => d.min(inner.backoff.max()),
+                None => {
+                    let base = inner.backoff.delay(attempt);
+                    let mut rng = inner.rng.lock().unwrap_or_else(|p| p.into_inner());
+                    inner.jitter.apply(
+                        base,
+                        previous_delay,
+                        inner.backoff.initial(),
+                        inner.backoff.max(),
+                        &mut **rng,
+                    )
+                }
+            };
+            if timed {
+                let elapsed = inner.clock.now().saturating_duration_since(start);
+                let limit = match (inner.max_elapsed, inner.overall_timeout) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                // No time for the pause and another attempt: this result stands.
+                if limit.is_some_and(|l| elapsed.saturating_add(delay) >= l) {
+                    return inner.finish(outcome, attempt, Counter::Exhausted);
+                }
+                delay = delay.min(limit.map_or(delay, |l| l - elapsed));
+            }
+            if let Some(b) = &inner.budget
+                && !b.withdraw()
+            {
+                inner.stats.bump(Counter::BudgetRefusals);
+                return match outcome {
+                    Attempt::Done(Err(error)) => {
+                        inner.stats.bump(Counter::Exhausted);
+                        Err(RetryError::BudgetExhausted {
+                            attempts: attempt,
+                            error,
+                        })
+                    }
+                    other => inner.finish(other, attempt, Counter::Exhausted),
+                };
+            }
+            drop(outcome);
+            inner.stats.record_delay(delay);
+            previous_delay = delay;
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+}
+
+impl Inner {
+    /// The time the next attempt may take, or `None` when nothing limits it.
+    fn attempt_limit(&self, start: Instant, timed: bool) -> Option<Duration> {
+        if !timed {
+            return None;
+        }
+        let left = self
+            .overall_timeout
+            .map(|t| t.saturating_sub(self.clock.now().saturating_duration_since(start)));
+        match (self.attempt_timeout, left) {
+            (Some(a), Some(l)) => Some(a.min(l)),
+            (a, l) => a.or(l),
+        }
+    }
+
+    /// The call's result from its last attempt, counted. `failed_as` is the
+    /// counter for an error that ends the call.
+    fn finish<T, E>(
+        &self,
+        outcome: Attempt<T, E>,
+        attempts: u32,
+        failed_as: Counter,
+    ) -> Result<T, RetryError<E>> {
+        match outcome {
+            Attempt::Done(Ok(v)) => {
+                self.stats.bump(if attempts == 1 {
+                    Counter::SuccessFirst
+                } else {
+                    Counter::SuccessAfterRetry
+                });
+                if attempts > 1 {
+                    self.stats.add(Counter::Retries, u64::from(attempts - 1));
+                }
+                Ok(v)
+            }
+            Attempt::Done(Err(error)) => {
+                self.stats.bump(failed_as);
+                if attempts > 1 {
+                    self.stats.add(Counter::Retries, u64::from(attempts - 1));
+                }
+                Err(match failed_as {
+                    Counter::NotRetried => RetryError::NotRetried { attempts, error },
+                    _ => RetryError::Exhausted { attempts, error },
+                })
+            }
+            Attempt::TimedOut(limit) => {
+                self.stats.bump(Counter::TimedOut);
+                if attempts > 1 {
+                    self.stats.add(Counter::Retries, u64::from(attempts - 1));
+                }
+                Err(RetryError::TimedOut { attempts, limit })
+            }
+        }
+    }
+}
