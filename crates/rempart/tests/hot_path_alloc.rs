@@ -1,5 +1,6 @@
-//! The Closed-state call allocates nothing, once the calling thread has its
-//! counter row (made on the thread's first call through this breaker).
+//! Hot paths allocate nothing: the breaker's Closed-state call (once the
+//! calling thread has its counter row, made on its first call through that
+//! breaker) and a retry whose first attempt succeeds.
 
 use rempart::circuit_breaker::CircuitBreakerLayer;
 use rempart::{CircuitBreaker, CircuitBreakerConfig};
@@ -88,4 +89,17 @@ fn tower_service_call_allocates_nothing() {
         }
     });
     assert_eq!(n, 0);
+}
+
+#[test]
+fn a_retry_whose_first_attempt_succeeds_allocates_nothing() {
+    let retry = rempart::retry::Retry::builder().build().unwrap();
+    poll_ready(retry.call(|| async { Ok::<_, ()>(1) })).unwrap(); // makes this thread's row
+    let n = allocations_during(|| {
+        for i in 0..10_000u64 {
+            let r = poll_ready(retry.call(|| async move { Ok::<_, ()>(i) }));
+            std::hint::black_box(r).ok();
+        }
+    });
+    assert_eq!(n, 0, "allocations in 10,000 first-attempt successes");
 }
