@@ -37,7 +37,7 @@ pub mod cache;
 pub mod circuit_breaker;
 pub mod clock;
 pub mod fallback;
-// pub mod health;
+pub mod health;
 mod per_thread;
 pub mod prometheus;
 pub mod rate_limit;
