@@ -42,7 +42,7 @@ mod per_thread;
 pub mod prometheus;
 pub mod rate_limit;
 pub mod rng;
-// pub mod shutdown;
+pub mod shutdown;
 
 pub use circuit_breaker::{
     CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitMetrics, CircuitState,
