@@ -33,7 +33,7 @@
 pub mod adaptive;
 pub mod bulkhead;
 pub mod cache;
-// pub mod chaos;
+pub mod chaos;
 pub mod circuit_breaker;
 pub mod clock;
 pub mod fallback;
