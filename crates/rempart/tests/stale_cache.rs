@@ -112,3 +112,45 @@ async fn moka_store_round_trips() {
     assert_eq!(store.get(&1).await, Some(entry));
     assert_eq!(store.get(&2).await, None);
 }
+
+#[tokio::test]
+async fn an_open_circuit_is_answered_from_cache_without_calling() {
+    use rempart::{CircuitBreaker, CircuitBreakerConfig, CircuitError};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let clock = ManualClock::new();
+    let cache = StaleCache::<&str, u32>::with_clock(TTL, clock.clone());
+    let breaker = CircuitBreaker::new(CircuitBreakerConfig::default());
+    let calls = AtomicUsize::new(0);
+    let reporting = || {
+        breaker.call(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<u32, std::io::Error>(7)
+        })
+    };
+    assert_eq!(
+        cache.call("report", reporting).await.unwrap().mode,
+        Degraded::Fresh
+    );
+
+    breaker.trip();
+    clock.advance(Duration::from_secs(20));
+    let out = cache.call("report", reporting).await.unwrap();
+    assert_eq!(
+        (out.value, out.mode),
+        (
+            7,
+            Degraded::Stale {
+                age: Duration::from_secs(20)
+            }
+        )
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the open circuit kept the call from running"
+    );
+
+    let miss = cache.call("other", reporting).await;
+    assert!(matches!(miss, Err(CircuitError::Open)), "{miss:?}");
+}
