@@ -146,7 +146,8 @@ pub struct FallbackMetrics {
     pub default: u64,
     /// Answers served by the degraded response.
     pub degraded: u64,
-    /// Failures no fallback could answer (or that the predicate kept).
+    /// Failures the chain tried to answer but no step did (errors the
+    /// [`when`](FallbackChain::when) predicate keeps are not counted).
     pub unanswered: u64,
 }
 
