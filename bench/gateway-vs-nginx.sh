@@ -3,6 +3,10 @@
 #
 #   bench/gateway-vs-nginx.sh [SECONDS]        (default 10 s per closed-loop run)
 #
+# "idle": routing and metrics only (breaker and bulkhead disabled, no rate
+# limit, no stale cache). "policies": breaker, bulkhead, per-client rate limit
+# (a limit no client reaches), stale cache, metrics.
+#
 # Layout on a 2-core machine: each proxy runs on core 0 with one worker
 # (nginx: worker_processes 1; rempart: worker_threads = 1); the upstream (a
 # second nginx serving fixed 100 B and 16 KiB bodies) and the load generator
@@ -73,9 +77,9 @@ CONF
     if [ "$1" = policies ]; then
         # A limit no benchmark client reaches: the check runs, nothing trips.
         printf '[rate_limit]\nrate = 1000000\nburst = 1000000\n'
-        printf '[[services]]\nname = "up"\nupstreams = [ "http://127.0.0.1:%s" ]\nbulkhead = { max_concurrent = 1000 }\n' $UP
+        printf '[[services]]\nname = "up"\nupstreams = [ "http://127.0.0.1:%s" ]\nbulkhead = { max_concurrent = 1000 }\nfallback = { stale_cache = true }\n' $UP
     else
-        printf '[[services]]\nname = "up"\nupstreams = [ "http://127.0.0.1:%s" ]\ncircuit_breaker = { enabled = false }\nbulkhead = { enabled = false }\n' $UP
+        printf '[[services]]\nname = "up"\nupstreams = [ "http://127.0.0.1:%s" ]\ncircuit_breaker = { enabled = false }\nbulkhead = { enabled = false }\nfallback = { stale_cache = false }\n' $UP
     fi
     printf '[[routes]]\npath_prefix = "/"\nservice = "up"\n'
 }

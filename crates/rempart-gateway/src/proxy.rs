@@ -618,6 +618,7 @@ impl Gateway {
                     && is_get
                     && rparts.status == StatusCode::OK
                     && keepable
+                    && s.stale.wants(&key).await
                 {
                     return match rbody.collect().await {
                         Ok(collected) => {

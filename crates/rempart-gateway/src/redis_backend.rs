@@ -102,25 +102,21 @@ impl RedisBackend {
     /// cannot answer within [`COMMAND_DEADLINE`].
     pub async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Option<T> {
         let mut conn = self.connection().await?;
-        match tokio::time::timeout(COMMAND_DEADLINE, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => {
-                self.healthy.store(true, Ordering::Relaxed);
-                Some(v)
-            }
-            _ => {
-                self.mark_down();
-                None
-            }
-        }
+        self.settle(cmd.query_async::<T>(&mut conn)).await
     }
 
-    /// Runs a pipeline atomically (`MULTI`/`EXEC`); `None` as for [`run`](Self::run).
+    /// Runs a pipeline (atomic if built with `.atomic()`); `None` as for [`run`](Self::run).
     pub async fn run_pipeline<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Option<T> {
         let mut conn = self.connection().await?;
-        match tokio::time::timeout(COMMAND_DEADLINE, pipe.query_async::<T>(&mut conn)).await {
+        self.settle(pipe.query_async::<T>(&mut conn)).await
+    }
+
+    /// Awaits a query within the deadline and records what it says about Redis's health.
+    async fn settle<T>(&self, query: impl Future<Output = redis::RedisResult<T>>) -> Option<T> {
+        match tokio::time::timeout(COMMAND_DEADLINE, query).await {
             Ok(Ok(v)) => {
                 self.healthy.store(true, Ordering::Relaxed);
                 Some(v)

@@ -19,6 +19,10 @@ use crate::redis_backend::RedisBackend;
 
 /// Largest body kept (bigger answers stream through uncached).
 pub const MAX_BODY: u64 = 1024 * 1024;
+/// A kept answer younger than this is not replaced: under load the same GET
+/// is answered many times a second, and reading each answer whole to store it
+/// again would cost every one of them (store-and-forward instead of streaming).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Most bytes of bodies kept in process.
 pub const MEMORY_BUDGET: u64 = 256 * 1024 * 1024;
 
@@ -106,6 +110,15 @@ impl StaleResponses {
     pub fn key(service: &str, method: &http::Method, uri: &http::Uri) -> String {
         let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
         format!("rempart:stale:{service}:{method}:{pq}")
+    }
+
+    /// Whether an answer for `key` should be kept now: none is kept here, or
+    /// the one kept is older than [`REFRESH_EVERY`].
+    pub async fn wants(&self, key: &str) -> bool {
+        match self.memory.get(key).await {
+            None => true,
+            Some(a) => self.clock.now().saturating_duration_since(a.stored_at) >= REFRESH_EVERY,
+        }
     }
 
     /// Keeps `answer` under `key`.

@@ -36,6 +36,7 @@ pub mod cache;
 pub mod chaos;
 pub mod circuit_breaker;
 pub mod clock;
+mod config_error;
 pub mod fallback;
 pub mod health;
 mod per_thread;
@@ -47,6 +48,7 @@ pub mod shutdown;
 pub use circuit_breaker::{
     CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitMetrics, CircuitState,
 };
+pub use config_error::ConfigError;
 
 // The README's Rust examples are compiled and run as doctests.
 #[cfg(doctest)]

@@ -521,7 +521,7 @@ async fn tower_layer_refuses_without_calling_the_inner_service() {
 
 #[test]
 fn builder_rejects_settings_that_cannot_work_and_names_them() {
-    let field = |b: CircuitBreakerBuilder| b.build().unwrap_err().field();
+    let field = |b: CircuitBreakerBuilder| b.build().unwrap_err().field().to_owned();
     assert_eq!(
         field(CircuitBreaker::builder().success_threshold(0)),
         "success_threshold"

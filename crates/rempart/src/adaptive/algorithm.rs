@@ -1,7 +1,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::error::ConfigError;
+use crate::ConfigError;
 
 /// One finished call, as a limit algorithm sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,18 +28,21 @@ pub trait LimitAlgorithm: Send + fmt::Debug {
 fn bounds(min: u32, max: u32, initial: u32) -> Result<(), ConfigError> {
     if min == 0 {
         return Err(ConfigError::new(
+            super::POLICY,
             "min_limit",
             "a minimum of 0 could stop every call for good; use at least 1",
         ));
     }
     if min > max {
         return Err(ConfigError::new(
+            super::POLICY,
             "max_limit",
             format!("the maximum {max} is below the minimum {min}; raise it to at least {min}"),
         ));
     }
     if !(min..=max).contains(&initial) {
         return Err(ConfigError::new(
+            super::POLICY,
             "initial_limit",
             format!("{initial} is outside min..=max ({min}..={max})"),
         ));
@@ -52,6 +55,7 @@ fn fraction(field: &'static str, v: f64, lo: f64, hi: f64, hint: &str) -> Result
         Ok(())
     } else {
         Err(ConfigError::new(
+            super::POLICY,
             field,
             format!("{v} is outside ({lo}, {hi}]; {hint}"),
         ))
@@ -122,6 +126,7 @@ impl AimdBuilder {
         bounds(self.min, self.max, self.initial)?;
         if !(self.backoff.is_finite() && self.backoff > 0.0 && self.backoff < 1.0) {
             return Err(ConfigError::new(
+                super::POLICY,
                 "backoff_ratio",
                 format!(
                     "{} is outside (0, 1); use 0.9 to cut the limit by 10 % on overload",
@@ -293,12 +298,17 @@ impl Gradient2Builder {
         fraction("smoothing", self.smoothing, 0.0, 1.0, "use 0.2")?;
         if !(self.tolerance.is_finite() && self.tolerance >= 1.0) {
             return Err(ConfigError::new(
+                super::POLICY,
                 "rtt_tolerance",
                 format!("{} is not a finite number ≥ 1; use 1.5", self.tolerance),
             ));
         }
         if self.long_window == 0 {
-            return Err(ConfigError::new("long_window", "0 samples; use 600"));
+            return Err(ConfigError::new(
+                super::POLICY,
+                "long_window",
+                "0 samples; use 600",
+            ));
         }
         Ok(Gradient2 {
             estimated: f64::from(self.initial),
@@ -429,6 +439,7 @@ impl VegasBuilder {
         fraction("smoothing", self.smoothing, 0.0, 1.0, "use 1.0")?;
         if self.probe_every == 0 {
             return Err(ConfigError::new(
+                super::POLICY,
                 "probe_every",
                 "0 would probe on every sample; use 30",
             ));

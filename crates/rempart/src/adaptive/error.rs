@@ -51,36 +51,3 @@ impl<E: Error + 'static> Error for AdaptiveError<E> {
         }
     }
 }
-
-/// An adaptive-limit setting that cannot work, with what to change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    problem: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, problem: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            problem: problem.into(),
-        }
-    }
-
-    /// The setting at fault.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid adaptive concurrency setting `{}`: {}",
-            self.field, self.problem
-        )
-    }
-}
-
-impl Error for ConfigError {}

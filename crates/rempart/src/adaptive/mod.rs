@@ -28,7 +28,12 @@ mod service;
 pub use algorithm::{
     Aimd, AimdBuilder, Gradient2, Gradient2Builder, LimitAlgorithm, Sample, Vegas, VegasBuilder,
 };
-pub use error::{AdaptiveError, ConfigError, LimitReached};
+pub use error::{AdaptiveError, LimitReached};
 pub use limiter::{AdaptiveLimiter, AdaptiveLimiterBuilder, AdaptiveMetrics, AdaptivePermit};
 pub use prometheus::AdaptiveCollector;
 pub use service::{AdaptiveLayer, AdaptiveService, ResponseFuture};
+
+pub use crate::ConfigError;
+
+/// How this policy names itself in a [`ConfigError`].
+pub(crate) const POLICY: &str = "adaptive concurrency";

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
-use super::error::{BulkheadFull, ConfigError};
+use super::error::BulkheadFull;
+use crate::ConfigError;
 use crate::clock::{Clock, TokioClock};
 use crate::per_thread::PerThreadCounters;
 
@@ -93,18 +94,21 @@ impl BulkheadBuilder {
     pub fn build(self) -> Result<Bulkhead, ConfigError> {
         let max = self.max_concurrent.ok_or_else(|| {
             ConfigError::new(
+                super::POLICY,
                 "max_concurrent",
                 "not set; call .max_concurrent(10) for at most 10 calls at once",
             )
         })?;
         if max == 0 {
             return Err(ConfigError::new(
+                super::POLICY,
                 "max_concurrent",
                 "0 slots would refuse every call; use at least 1",
             ));
         }
         if max as usize > Semaphore::MAX_PERMITS {
             return Err(ConfigError::new(
+                super::POLICY,
                 "max_concurrent",
                 format!(
                     "{max} is over tokio's limit of {} permits",

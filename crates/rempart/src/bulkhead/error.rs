@@ -78,36 +78,3 @@ impl<E: Error + 'static> Error for BulkheadError<E> {
         }
     }
 }
-
-/// A bulkhead setting that cannot work, with what to change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: String,
-    problem: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.into(),
-            problem: problem.into(),
-        }
-    }
-
-    /// The setting at fault (for a list of limits, the service's name).
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid bulkhead setting `{}`: {}",
-            self.field, self.problem
-        )
-    }
-}
-
-impl Error for ConfigError {}

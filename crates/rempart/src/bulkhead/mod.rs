@@ -33,9 +33,14 @@ pub use body::PermitBody;
 pub use bulkhead::{
     Bulkhead, BulkheadBuilder, BulkheadMetrics, BulkheadPermit, OwnedBulkheadPermit,
 };
-pub use error::{BulkheadError, BulkheadFull, ConfigError};
+pub use error::{BulkheadError, BulkheadFull};
 pub use prometheus::BulkheadCollector;
 pub use registry::Bulkheads;
 pub use service::{
     BulkheadLayer, BulkheadService, HoldThroughBody, OnResponse, Release, ResponseFuture,
 };
+
+pub use crate::ConfigError;
+
+/// How this policy names itself in a [`ConfigError`].
+pub(crate) const POLICY: &str = "bulkhead";

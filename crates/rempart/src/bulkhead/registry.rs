@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Bulkhead;
-use super::error::ConfigError;
+use crate::ConfigError;
 
 /// One [`Bulkhead`] per downstream service, so a slow service fills only its
 /// own slots (seed 001 case 4: `reporting: 3, users: 30, orders: 20, ...`).
@@ -39,6 +39,7 @@ impl Bulkheads {
             let name: Arc<str> = name.into();
             if by_name.contains_key(&name) {
                 return Err(ConfigError::new(
+                    super::POLICY,
                     &*name,
                     "this service is listed twice; keep one limit per service",
                 ));
@@ -48,7 +49,7 @@ impl Bulkheads {
                 .max_concurrent(max)
                 .max_wait(max_wait)
                 .build()
-                .map_err(|e| ConfigError::new(&*name, e.to_string()))?;
+                .map_err(|e| ConfigError::new(super::POLICY, &*name, e.to_string()))?;
             by_name.insert(name, bulkhead);
         }
         Ok(Bulkheads {
@@ -66,6 +67,7 @@ impl Bulkheads {
             }
             let (name, max) = item.split_once(':').ok_or_else(|| {
                 ConfigError::new(
+                    super::POLICY,
                     format!("item {}", i + 1),
                     format!("`{item}` is not `service: max`; write e.g. `reporting: 3`"),
                 )
@@ -73,12 +75,14 @@ impl Bulkheads {
             let (name, max) = (name.trim(), max.trim());
             if name.is_empty() {
                 return Err(ConfigError::new(
+                    super::POLICY,
                     format!("item {}", i + 1),
                     format!("`{item}` has no service name before the colon"),
                 ));
             }
             let max: u32 = max.parse().map_err(|_| {
                 ConfigError::new(
+                    super::POLICY,
                     name,
                     format!(
                         "`{max}` is not a whole number of concurrent calls; write e.g. `{name}: 3`"

@@ -1,9 +1,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::error::ConfigError;
 use super::listener::CircuitListener;
 use super::{CircuitBreaker, CircuitState};
+use crate::ConfigError;
 use crate::clock::{Clock, MonotonicClock};
 use crate::rng::{Rng, SplitMix64};
 
@@ -91,6 +91,7 @@ impl OpenBackoff {
     pub fn new(multiplier: f64, max: Duration) -> Result<Self, ConfigError> {
         if !(multiplier.is_finite() && multiplier >= 1.0) {
             return Err(ConfigError::new(
+                super::POLICY,
                 "open_backoff.multiplier",
                 format!(
                     "{multiplier} is not a finite number ≥ 1; use 2.0 to double the open period on each trip"
@@ -108,6 +109,7 @@ impl OpenBackoff {
     pub fn with_jitter(mut self, fraction: f64) -> Result<Self, ConfigError> {
         if !(0.0..=1.0).contains(&fraction) {
             return Err(ConfigError::new(
+                super::POLICY,
                 "open_backoff.jitter",
                 format!("{fraction} is outside [0, 1]; use 0.1 for ±10 %"),
             ));
@@ -319,6 +321,7 @@ impl CircuitBreakerBuilder {
     pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
         let percent = |field, v: Option<f64>| match v {
             Some(p) if !(p > 0.0 && p <= 100.0) => Err(ConfigError::new(
+                super::POLICY,
                 field,
                 format!("{p} is not a percentage in (0, 100]; use 50.0 for half of the calls"),
             )),
@@ -328,12 +331,14 @@ impl CircuitBreakerBuilder {
         percent("slow_calls.percent", self.slow_call_rate_threshold)?;
         if self.success_threshold == 0 {
             return Err(ConfigError::new(
+                super::POLICY,
                 "success_threshold",
                 "0 would close the circuit without any trial call; use 1 or more",
             ));
         }
         if self.half_open_max_calls == 0 {
             return Err(ConfigError::new(
+                super::POLICY,
                 "half_open_max_calls",
                 "0 would keep the circuit half-open forever; use 1 or more",
             ));
@@ -342,6 +347,7 @@ impl CircuitBreakerBuilder {
             self.failure_rate_threshold.is_some() || self.slow_call_rate_threshold.is_some();
         if self.failure_threshold == 0 && !has_rate {
             return Err(ConfigError::new(
+                super::POLICY,
                 "failure_threshold",
                 "0 turns off the consecutive-failure rule, and no failure-rate or slow-call rule is set, so the circuit could never open; set failure_threshold ≥ 1 or a rate rule",
             ));
@@ -349,6 +355,7 @@ impl CircuitBreakerBuilder {
         match self.window {
             Some(SlidingWindow::Count { calls: 0 }) => {
                 return Err(ConfigError::new(
+                    super::POLICY,
                     "sliding_window",
                     "a count window of 0 calls holds nothing; use 1 or more (100 is common)",
                 ));
@@ -359,6 +366,7 @@ impl CircuitBreakerBuilder {
                     || period < Duration::from_nanos(u64::from(buckets)) =>
             {
                 return Err(ConfigError::new(
+                    super::POLICY,
                     "sliding_window",
                     format!(
                         "a time window needs a non-zero period and 1 or more buckets of at least 1 ns (got {period:?} in {buckets} buckets); use 10 s in 10 buckets"
@@ -367,6 +375,7 @@ impl CircuitBreakerBuilder {
             }
             Some(_) if !has_rate => {
                 return Err(ConfigError::new(
+                    super::POLICY,
                     "sliding_window",
                     "a window is set but no rate rule uses it; add .failure_rate(..) or .slow_calls(..)",
                 ));
@@ -377,6 +386,7 @@ impl CircuitBreakerBuilder {
             && d.is_zero()
         {
             return Err(ConfigError::new(
+                super::POLICY,
                 "slow_calls.duration",
                 "0 would make every call slow; use the latency your callers can bear",
             ));

@@ -88,36 +88,3 @@ impl fmt::Display for Rejected {
 }
 
 impl Error for Rejected {}
-
-/// A builder setting that cannot work, with what to change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub(crate) field: &'static str,
-    pub(crate) problem: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, problem: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            problem: problem.into(),
-        }
-    }
-
-    /// The builder setting at fault.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid circuit breaker setting `{}`: {}",
-            self.field, self.problem
-        )
-    }
-}
-
-impl Error for ConfigError {}

@@ -42,7 +42,7 @@ mod window;
 
 pub use breaker::{CircuitBreaker, Outcome, OwnedPermit, Permit};
 pub use config::{CircuitBreakerBuilder, CircuitBreakerConfig, OpenBackoff, SlidingWindow};
-pub use error::{CircuitError, ConfigError, Rejected};
+pub use error::{CircuitError, Rejected};
 pub use future::Call;
 pub use layer::CircuitBreakerLayer;
 pub use listener::{
@@ -86,3 +86,8 @@ impl fmt::Display for CircuitState {
         })
     }
 }
+
+pub use crate::ConfigError;
+
+/// How this policy names itself in a [`ConfigError`].
+pub(crate) const POLICY: &str = "circuit breaker";

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use governor::Quota;
 
-use super::error::ConfigError;
+use crate::ConfigError;
 use crate::clock::{Clock, MonotonicClock};
 
 /// The settings common to the token-bucket limiters, validated by `build`.
@@ -47,18 +47,21 @@ impl BucketSettings {
     pub(crate) fn bucket(&self) -> Result<Bucket, ConfigError> {
         let (count, period) = self.rate.ok_or_else(|| {
             ConfigError::new(
+                super::POLICY,
                 "rate",
                 "no rate was set; call .rate(10, Duration::from_secs(1)) for 10 requests per second",
             )
         })?;
         if count == 0 {
             return Err(ConfigError::new(
+                super::POLICY,
                 "rate",
                 "a rate of 0 requests admits nothing; use at least 1 (to refuse everything, do not route to the service)",
             ));
         }
         if period.is_zero() {
             return Err(ConfigError::new(
+                super::POLICY,
                 "rate",
                 "the period is zero; use a period such as Duration::from_secs(1)",
             ));
@@ -66,6 +69,7 @@ impl BucketSettings {
         let per_token = period / count;
         if per_token.is_zero() {
             return Err(ConfigError::new(
+                super::POLICY,
                 "rate",
                 format!(
                     "{count} per {period:?} is more than one request per nanosecond; use a longer period or a smaller count"
@@ -75,6 +79,7 @@ impl BucketSettings {
         let burst = self.burst.unwrap_or(count);
         let nz = NonZeroU32::new(burst).ok_or_else(|| {
             ConfigError::new(
+                super::POLICY,
                 "burst",
                 "a burst of 0 admits nothing; use at least 1 (the seed uses 20 for 10 per second)",
             )

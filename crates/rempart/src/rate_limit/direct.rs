@@ -6,9 +6,9 @@ use governor::state::{InMemoryState, NotKeyed};
 
 use super::clock::GovernorClock;
 use super::config::{Bucket, BucketSettings};
-use super::error::ConfigError;
 use super::metrics::{LimiterStats, RateLimitMetrics};
 use super::refusal::RateLimited;
+use crate::ConfigError;
 use crate::clock::{Clock, Instant};
 
 type Gcra = governor::RateLimiter<NotKeyed, InMemoryState, GovernorClock, NoOpMiddleware<Instant>>;

@@ -1,39 +1,6 @@
 use std::error::Error;
 use std::fmt;
 
-/// A rate limiter setting that cannot work, with what to change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    problem: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, problem: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            problem: problem.into(),
-        }
-    }
-
-    /// The builder setting at fault.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid rate limiter setting `{}`: {}",
-            self.field, self.problem
-        )
-    }
-}
-
-impl Error for ConfigError {}
-
 /// Why a call through a rate-limited `tower::Service` did not return the
 /// inner service's own success.
 #[derive(Debug, Clone, PartialEq, Eq)]

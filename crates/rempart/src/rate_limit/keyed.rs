@@ -11,9 +11,9 @@ use governor::state::StateStore;
 use super::clock::GovernorClock;
 use super::config::{Bucket, BucketSettings};
 use super::direct::refusal;
-use super::error::ConfigError;
 use super::metrics::{LimiterStats, RateLimitMetrics};
 use super::refusal::RateLimited;
+use crate::ConfigError;
 use crate::clock::{Clock, Instant, duration_to_nanos};
 
 /// The per-key state governor's GCRA reads and writes: each key's
@@ -165,6 +165,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
         let bucket = self.settings.bucket()?;
         if self.idle.is_zero() {
             return Err(ConfigError::new(
+                super::POLICY,
                 "idle_timeout",
                 "a zero idle timeout would forget keys while they are in use; use at least the bucket's refill time (the seed uses 3 minutes)",
             ));

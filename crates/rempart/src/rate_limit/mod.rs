@@ -41,7 +41,7 @@ mod sliding_service;
 
 pub use clock::GovernorClock;
 pub use direct::{RateLimiter, RateLimiterBuilder};
-pub use error::{ConfigError, RateLimitError};
+pub use error::RateLimitError;
 pub use keyed::{KeyedRateLimiter, KeyedRateLimiterBuilder};
 pub use metrics::RateLimitMetrics;
 pub use prometheus::{RateLimitCollector, RateLimitSource};
@@ -55,3 +55,8 @@ pub use sliding::{
     SlidingWindowStore, StoreError, StoreFuture, WindowCounts,
 };
 pub use sliding_service::{SlidingWindowFuture, SlidingWindowLayer, SlidingWindowService};
+
+pub use crate::ConfigError;
+
+/// How this policy names itself in a [`ConfigError`].
+pub(crate) const POLICY: &str = "rate limiter";

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use super::error::ConfigError;
 use super::metrics::{LimiterStats, RateLimitMetrics};
 use super::refusal::RateLimited;
+use crate::ConfigError;
 use crate::clock::{Clock, MonotonicClock, duration_to_nanos};
 
 /// The future a [`SlidingWindowStore`] returns: boxed, so the trait can be a
@@ -284,12 +284,14 @@ impl SlidingWindowLimiterBuilder {
     pub fn build(self) -> Result<SlidingWindowLimiter, ConfigError> {
         let (limit, window) = self.limit.ok_or_else(|| {
             ConfigError::new(
+                super::POLICY,
                 "limit",
                 "no limit was set; call .limit(100, Duration::from_secs(60)) for 100 per minute",
             )
         })?;
         if limit == 0 {
             return Err(ConfigError::new(
+                super::POLICY,
                 "limit",
                 "a limit of 0 admits nothing; use at least 1",
             ));
@@ -297,6 +299,7 @@ impl SlidingWindowLimiterBuilder {
         let window_nanos = duration_to_nanos(window);
         if window_nanos == 0 {
             return Err(ConfigError::new(
+                super::POLICY,
                 "limit",
                 "the window is zero; use a window such as Duration::from_secs(60)",
             ));
