@@ -73,6 +73,7 @@ async fn the_switch_works_at_run_time_and_is_shared_by_clones() {
 fn a_rate_outside_zero_to_one_is_refused_with_a_reason() {
     for bad in [-0.1, 1.5, f64::NAN] {
         let err = Chaos::<u32, ()>::latency(bad, Duration::ZERO).unwrap_err();
+        assert_eq!((err.policy(), err.field()), ("chaos", "rate"));
         assert!(err.to_string().contains("between 0.0 and 1.0"), "{err}");
     }
 }

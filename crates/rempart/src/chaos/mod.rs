@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::ConfigError;
 use crate::rng::{Rng, SplitMix64};
 
 type Make<X> = Arc<dyn Fn() -> X + Send + Sync>;
@@ -64,25 +65,6 @@ impl<T, E> fmt::Debug for Fault<T, E> {
         }
     }
 }
-
-/// A rate outside `[0, 1]` (or not a number).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChaosConfigError {
-    /// The rate given.
-    pub rate: f64,
-}
-
-impl fmt::Display for ChaosConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "chaos injection rate must be between 0.0 and 1.0 (the share of calls hit), got {}",
-            self.rate
-        )
-    }
-}
-
-impl std::error::Error for ChaosConfigError {}
 
 struct Shared<T, E> {
     fault: Fault<T, E>,
@@ -121,9 +103,13 @@ impl<T, E> fmt::Debug for Chaos<T, E> {
 impl<T, E> Chaos<T, E> {
     /// Hits a share `rate` (0.0 to 1.0) of calls with `fault`; enabled, with
     /// an entropy-seeded random source.
-    pub fn new(rate: f64, fault: Fault<T, E>) -> Result<Self, ChaosConfigError> {
+    pub fn new(rate: f64, fault: Fault<T, E>) -> Result<Self, ConfigError> {
         if !(0.0..=1.0).contains(&rate) {
-            return Err(ChaosConfigError { rate });
+            return Err(ConfigError::new(
+                "chaos",
+                "rate",
+                format!("must be between 0.0 and 1.0 (the share of calls hit), got {rate}"),
+            ));
         }
         Ok(Chaos {
             shared: Arc::new(Shared {
@@ -141,12 +127,12 @@ impl<T, E> Chaos<T, E> {
     pub fn error(
         rate: f64,
         make: impl Fn() -> E + Send + Sync + 'static,
-    ) -> Result<Self, ChaosConfigError> {
+    ) -> Result<Self, ConfigError> {
         Self::new(rate, Fault::Error(Arc::new(make)))
     }
 
     /// Delays a share `rate` of calls by `delay`.
-    pub fn latency(rate: f64, delay: Duration) -> Result<Self, ChaosConfigError> {
+    pub fn latency(rate: f64, delay: Duration) -> Result<Self, ConfigError> {
         Self::new(rate, Fault::Latency(delay))
     }
 
@@ -154,7 +140,7 @@ impl<T, E> Chaos<T, E> {
     pub fn outcome(
         rate: f64,
         make: impl Fn() -> T + Send + Sync + 'static,
-    ) -> Result<Self, ChaosConfigError> {
+    ) -> Result<Self, ConfigError> {
         Self::new(rate, Fault::Outcome(Arc::new(make)))
     }
 
