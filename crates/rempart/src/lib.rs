@@ -9,6 +9,11 @@
 //! - [`rate_limit`]: token buckets (direct and keyed, on governor) and a sliding window.
 //! - [`bulkhead`]: max concurrent calls per service, with a bounded wait for a slot.
 //! - [`adaptive`]: a concurrency limit that follows latency (AIMD, Gradient2, Vegas).
+//! - [`fallback`]: a fallback chain (cached, default, degraded) whose result says whether it was degraded.
+//! - [`cache`]: a stale-if-error cache on moka, served only when the call fails.
+//! - [`chaos`]: fault, latency and outcome injection at a seeded rate.
+//! - [`health`]: liveness and readiness from named, concurrent, time-boxed checks.
+//! - [`shutdown`]: stop accepting, drain in-flight work, run hooks in order.
 //! - [`clock`]: the time every policy reads, with a manual clock for tests
 //!   and a tokio clock that follows tokio's paused time.
 //! - [`rng`]: the seedable random source behind jitter.
@@ -29,15 +34,20 @@
 
 pub mod adaptive;
 pub mod bulkhead;
+pub mod cache;
+pub mod chaos;
 pub mod circuit_breaker;
 pub mod clock;
 mod config_error;
 pub mod deadline;
+pub mod fallback;
+pub mod health;
 mod per_thread;
 pub mod prometheus;
 pub mod rate_limit;
 pub mod retry;
 pub mod rng;
+pub mod shutdown;
 pub mod timeout;
 
 pub use circuit_breaker::{

@@ -1,0 +1,221 @@
+//! A stale-if-error cache: every successful answer is stored with a TTL
+//! (5 minutes in seed 001), and a stored answer is served only when the call
+//! fails or is refused (an open circuit, a full bulkhead), never instead of a
+//! healthy call.
+//!
+//! Storage is behind [`StaleStore`], so a gateway can keep entries in Redis;
+//! [`MokaStore`] keeps them in process on `moka`.
+//!
+//! **Time.** Each entry carries the [`Instant`] it was stored at, read from
+//! the cache's [`Clock`], and [`StaleCache`] judges age and expiry with that
+//! clock, so tests drive expiry with a [`ManualClock`](crate::clock::ManualClock).
+//! moka's own (real-time) TTL is set to the same TTL only to bound memory: it
+//! never serves an entry our clock calls expired.
+//!
+//! ```
+//! use std::time::Duration;
+//! use rempart::cache::StaleCache;
+//! use rempart::clock::ManualClock;
+//! use rempart::fallback::Degraded;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let clock = ManualClock::new();
+//! let cache = StaleCache::<&str, u32>::with_clock(Duration::from_secs(300), clock.clone());
+//! let fresh = cache.call("report", || async { Ok::<_, &str>(7) }).await.unwrap();
+//! assert_eq!(fresh.mode, Degraded::Fresh);
+//!
+//! clock.advance(Duration::from_secs(60));
+//! let stale = cache.call("report", || async { Err("reporting is down") }).await.unwrap();
+//! assert_eq!((stale.value, stale.mode), (7, Degraded::Stale { age: Duration::from_secs(60) }));
+//! # });
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, Instant, MonotonicClock};
+use crate::fallback::{Degraded, Fallback};
+
+/// A stored value, with when it was stored and for how long it may be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored<V> {
+    /// The value.
+    pub value: V,
+    /// When it was stored, on the cache's clock.
+    pub stored_at: Instant,
+    /// How long after `stored_at` it may still be served.
+    pub ttl: Duration,
+}
+
+/// Where a [`StaleCache`] keeps its entries: in process ([`MokaStore`]) or,
+/// in the gateway, on Redis. A store may forget entries early; it must not
+/// return a value for another key.
+pub trait StaleStore<K, V>: Send + Sync + fmt::Debug + 'static {
+    /// The entry for `key`, if still held.
+    fn get(&self, key: &K) -> impl Future<Output = Option<Stored<V>>> + Send;
+    /// Stores `entry` under `key`, replacing any previous one.
+    fn put(&self, key: K, entry: Stored<V>) -> impl Future<Output = ()> + Send;
+}
+
+/// An in-process [`StaleStore`] on `moka::future::Cache`, bounded in entries
+/// and in (real) time.
+#[derive(Clone)]
+pub struct MokaStore<K, V> {
+    cache: moka::future::Cache<K, Stored<V>>,
+}
+
+impl<K, V> fmt::Debug for MokaStore<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MokaStore")
+            .field("entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl<K, V> MokaStore<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// At most `max_entries` entries, each dropped `ttl` after it was stored.
+    pub fn new(max_entries: u64, ttl: Duration) -> Self {
+        MokaStore {
+            cache: moka::future::Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+}
+
+impl<K, V> StaleStore<K, V> for MokaStore<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    async fn get(&self, key: &K) -> Option<Stored<V>> {
+        self.cache.get(key).await
+    }
+
+    async fn put(&self, key: K, entry: Stored<V>) {
+        self.cache.insert(key, entry).await;
+    }
+}
+
+/// Default bound on a [`StaleCache`]'s entries.
+pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+
+/// Stores every success, serves the stored value only on failure.
+pub struct StaleCache<K, V, S = MokaStore<K, V>> {
+    store: Arc<S>,
+    ttl: Duration,
+    clock: Arc<dyn Clock>,
+    _types: std::marker::PhantomData<fn(K) -> V>,
+}
+
+impl<K, V, S> Clone for StaleCache<K, V, S> {
+    fn clone(&self) -> Self {
+        StaleCache {
+            store: self.store.clone(),
+            ttl: self.ttl,
+            clock: self.clock.clone(),
+            _types: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K, V, S: fmt::Debug> fmt::Debug for StaleCache<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaleCache")
+            .field("store", &self.store)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl<K, V> StaleCache<K, V, MokaStore<K, V>>
+where
+    K: Clone + Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// An in-process cache serving values up to `ttl` old, on the machine's clock.
+    pub fn new(ttl: Duration) -> Self {
+        Self::with_clock(ttl, MonotonicClock::new())
+    }
+
+    /// The same, on `clock` (a `ManualClock` in tests).
+    pub fn with_clock(ttl: Duration, clock: impl Clock) -> Self {
+        Self::with_store(MokaStore::new(DEFAULT_MAX_ENTRIES, ttl), ttl, clock)
+    }
+}
+
+impl<K, V, S> StaleCache<K, V, S>
+where
+    K: Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: StaleStore<K, V>,
+{
+    /// A cache on `store`, serving values up to `ttl` old as read on `clock`.
+    pub fn with_store(store: S, ttl: Duration, clock: impl Clock) -> Self {
+        StaleCache {
+            store: Arc::new(store),
+            ttl,
+            clock: Arc::new(clock),
+            _types: std::marker::PhantomData,
+        }
+    }
+
+    /// The TTL.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Stores `value` as the latest good answer for `key`.
+    pub async fn store(&self, key: K, value: V) {
+        let entry = Stored {
+            value,
+            stored_at: self.clock.now(),
+            ttl: self.ttl,
+        };
+        self.store.put(key, entry).await;
+    }
+
+    /// The stored value for `key` and its age, unless missing or older than its TTL.
+    pub async fn lookup(&self, key: &K) -> Option<(V, Duration)> {
+        let entry = self.store.get(key).await?;
+        let age = self.clock.now().saturating_duration_since(entry.stored_at);
+        (age < entry.ttl).then_some((entry.value, age))
+    }
+
+    /// Runs `call`: a success is stored and returned fresh; a failure is
+    /// answered with the stored value (if any, and young enough), else returned.
+    pub async fn call<F, Fut, E>(&self, key: K, call: F) -> Result<Fallback<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        match call().await {
+            Ok(v) => {
+                self.store(key, v.clone()).await;
+                Ok(Fallback::fresh(v))
+            }
+            Err(e) => match self.lookup(&key).await {
+                Some((value, age)) => {
+                    tracing::warn!(age_ms = age.as_millis() as u64, "serving stale value");
+                    Ok(Fallback {
+                        value,
+                        mode: Degraded::Stale { age },
+                    })
+                }
+                None => Err(e),
+            },
+        }
+    }
+}
