@@ -1,5 +1,7 @@
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::backoff::Backoff;
@@ -218,56 +220,196 @@ impl Retry {
     }
 
     /// Runs `operation`, retrying every `Err` (see [`call_with`](Self::call_with)).
-    pub async fn call<T, E, F, Fut>(&self, operation: F) -> Result<T, RetryError<E>>
+    pub fn call<T, E, F, Fut>(&self, operation: F) -> RetryCall<'_, T, E, RetryErrors, F, Fut>
     where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        T: Send,
+        E: Send,
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, E>> + Send,
     {
-        self.call_with(RetryErrors, operation).await
+        self.call_with(RetryErrors, operation)
     }
 
     /// Runs `operation`; after each attempt `policy` decides whether its
     /// result stands or is retried. A success the policy retries (an HTTP 503
     /// as `Ok`) that is still retryable when attempts run out is returned as
     /// `Ok`, so the caller sees the last answer.
-    pub async fn call_with<T, E, P, F, Fut>(
+    ///
+    /// The returned future runs the first attempt in place; only when a retry
+    /// is due (or a timeout is configured) does it move the rest of the loop
+    /// into a heap-allocated future, so a first-attempt success costs one
+    /// policy decision and one counter and allocates nothing.
+    pub fn call_with<T, E, P, F, Fut>(
+        &self,
+        policy: P,
+        operation: F,
+    ) -> RetryCall<'_, T, E, P, F, Fut>
+    where
+        T: Send,
+        E: Send,
+        P: RetryPolicy<T, E> + Send,
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, E>> + Send,
+    {
+        RetryCall {
+            inner: &self.inner,
+            policy: Some(policy),
+            operation: Some(operation),
+            first: None,
+            rest: None,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Retry::call`] and [`Retry::call_with`].
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct RetryCall<'a, T, E, P, F, Fut> {
+        inner: &'a Inner,
+        policy: Option<P>,
+        operation: Option<F>,
+        #[pin]
+        first: Option<Fut>,
+        rest: Option<Pin<Box<dyn Future<Output = Result<T, RetryError<E>>> + Send + 'a>>>,
+    }
+}
+
+impl<T, E, P, F, Fut> std::fmt::Debug for RetryCall<'_, T, E, P, F, Fut> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryCall")
+            .field("retry", &self.inner.name)
+            .field("retrying", &self.rest.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, T, E, P, F, Fut> Future for RetryCall<'a, T, E, P, F, Fut>
+where
+    T: Send + 'a,
+    E: Send + 'a,
+    P: RetryPolicy<T, E> + Send + 'a,
+    F: FnMut() -> Fut + Send + 'a,
+    Fut: Future<Output = Result<T, E>> + Send + 'a,
+{
+    type Output = Result<T, RetryError<E>>;
+
+    // Always inlined, as the breaker's `Call`: the caller's loop then keeps
+    // the per-thread counter row at hand (BENCHMARKS.md).
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(rest) = this.rest.as_mut() {
+            return rest.as_mut().poll(cx);
+        }
+        let inner: &'a Inner = this.inner;
+        if this.first.is_none() {
+            let (Some(policy), Some(mut operation)) = (this.policy.take(), this.operation.take())
+            else {
+                panic!("retry call polled after it completed");
+            };
+            if inner.timed() {
+                // Timeouts need the clock and tokio's timer: the general loop.
+                let mut rest = Box::pin(inner.run(policy, operation, None));
+                let out = rest.as_mut().poll(cx);
+                *this.rest = Some(rest);
+                return out;
+            }
+            if let Some(b) = &inner.budget {
+                b.deposit();
+            }
+            this.first.set(Some(operation()));
+            *this.operation = Some(operation);
+            *this.policy = Some(policy);
+        }
+        let first = this
+            .first
+            .as_mut()
+            .as_pin_mut()
+            .expect("first attempt in flight");
+        let result = std::task::ready!(first.poll(cx));
+        this.first.set(None);
+        let policy = this
+            .policy
+            .take()
+            .expect("policy kept for the first attempt");
+        match policy.decide(result.as_ref()) {
+            Decision::Accept | Decision::Stop => {
+                this.operation.take();
+                Poll::Ready(match result {
+                    // The common case, kept small: one counter.
+                    Ok(v) => {
+                        inner.stats.bump(Counter::SuccessFirst);
+                        Ok(v)
+                    }
+                    Err(e) => inner.finish(Attempt::Done(Err(e)), 1, Counter::NotRetried),
+                })
+            }
+            decision => {
+                let operation = this.operation.take().expect("operation kept for retries");
+                let mut rest =
+                    Box::pin(inner.run(policy, operation, Some((Attempt::Done(result), decision))));
+                let out = rest.as_mut().poll(cx);
+                *this.rest = Some(rest);
+                out
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn timed(&self) -> bool {
+        self.attempt_timeout.is_some()
+            || self.overall_timeout.is_some()
+            || self.max_elapsed.is_some()
+    }
+
+    /// The retry loop, from the start or after a first attempt already made
+    /// (its outcome and the policy's decision on it).
+    async fn run<T, E, P, F, Fut>(
         &self,
         policy: P,
         mut operation: F,
+        mut first: Option<(Attempt<T, E>, Decision)>,
     ) -> Result<T, RetryError<E>>
     where
         P: RetryPolicy<T, E>,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let inner = &*self.inner;
-        let timed = inner.attempt_timeout.is_some()
-            || inner.overall_timeout.is_some()
-            || inner.max_elapsed.is_some();
+        let inner = self;
+        let timed = inner.timed();
         let start = if timed {
             inner.clock.now()
         } else {
             Instant::ZERO
         };
-        if let Some(b) = &inner.budget {
+        if first.is_none()
+            && let Some(b) = &inner.budget
+        {
             b.deposit();
         }
         let mut attempt: u32 = 1;
         let mut previous_delay = inner.backoff.initial();
         loop {
-            let outcome = match inner.attempt_limit(start, timed) {
-                None => Attempt::Done(operation().await),
-                Some(limit) if limit.is_zero() => {
-                    Attempt::TimedOut(inner.overall_timeout.unwrap_or(limit))
+            let (outcome, decision) = match first.take() {
+                Some(done) => done,
+                None => {
+                    let outcome = match inner.attempt_limit(start, timed) {
+                        None => Attempt::Done(operation().await),
+                        Some(limit) if limit.is_zero() => {
+                            Attempt::TimedOut(inner.overall_timeout.unwrap_or(limit))
+                        }
+                        Some(limit) => match tokio::time::timeout(limit, operation()).await {
+                            Ok(r) => Attempt::Done(r),
+                            Err(_) => Attempt::TimedOut(limit),
+                        },
+                    };
+                    let decision = match &outcome {
+                        Attempt::Done(r) => policy.decide(r.as_ref()),
+                        Attempt::TimedOut(_) => Decision::Retry,
+                    };
+                    (outcome, decision)
                 }
-                Some(limit) => match tokio::time::timeout(limit, operation()).await {
-                    Ok(r) => Attempt::Done(r),
-                    Err(_) => Attempt::TimedOut(limit),
-                },
-            };
-            let decision = match &outcome {
-                Attempt::Done(r) => policy.decide(r.as_ref()),
-                Attempt::TimedOut(_) => Decision::Retry,
             };
             let wanted = match decision {
                 Decision::Accept | Decision::Stop => None,
