@@ -34,7 +34,8 @@ use crate::metrics::{LatencyWindow, Metrics, Outcome, RouteMetrics, ServiceCount
 use crate::redis_backend::RedisBackend;
 use crate::router::Router;
 use crate::stale::StaleResponses;
-use crate::upstream::{RetryBudget, Upstreams};
+use crate::upstream::Upstreams;
+use rempart::retry::{Backoff, Jitter, RetryBudget};
 
 /// The body of every response the gateway sends: either one it made (errors,
 /// fallbacks) or an upstream's, streamed through.
@@ -114,7 +115,9 @@ impl Service {
             .filter(|o| o.config.retry.as_ref().map(|r| r.budget_percent) == percent)
         {
             Some(old) => old.retry_budget.clone(),
-            None => percent.map(|p| Arc::new(RetryBudget::new(p))),
+            None => percent
+                .and_then(|p| RetryBudget::new(p, RETRY_RESERVE).ok())
+                .map(Arc::new),
         };
         Ok(Service {
             retry_budget,
@@ -180,6 +183,9 @@ pub struct ReloadReport {
     /// Settings that only take effect on restart (the listeners).
     pub needs_restart: Vec<String>,
 }
+
+/// Retries a service keeps in reserve beyond its `budget_percent`.
+const RETRY_RESERVE: u32 = 10;
 
 /// Why the gateway answered for the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -732,30 +738,42 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
+/// The library's backoff and jitter for a service's `retry` settings.
+fn retry_schedule(r: &crate::config::RetryConfig) -> (Backoff, Jitter) {
+    // The config checked `max >= initial`, so the constructors cannot refuse.
+    let backoff = match r.backoff {
+        BackoffKind::Constant => Backoff::constant(r.initial),
+        BackoffKind::Linear => {
+            Backoff::linear(r.initial, r.max).unwrap_or(Backoff::constant(r.initial))
+        }
+        BackoffKind::Exponential => {
+            Backoff::exponential(r.initial, 2.0, r.max).unwrap_or(Backoff::constant(r.initial))
+        }
+    };
+    let jitter = match r.jitter {
+        JitterKind::None => Jitter::None,
+        JitterKind::Full => Jitter::Full,
+        JitterKind::Equal => Jitter::Equal,
+        JitterKind::Decorrelated => Jitter::Decorrelated,
+    };
+    (backoff, jitter)
+}
+
+/// The pause before retry `attempt` (1-based), given the previous pause.
 fn backoff_delay(
     r: &crate::config::RetryConfig,
     attempt: u32,
     prev: Duration,
     rng: &mut impl Rng,
 ) -> Duration {
-    let base = match r.backoff {
-        BackoffKind::Constant => r.initial,
-        BackoffKind::Linear => r.initial.saturating_mul(attempt),
-        BackoffKind::Exponential => r
-            .initial
-            .saturating_mul(1u32.checked_shl(attempt - 1).unwrap_or(u32::MAX)),
-    }
-    .min(r.max);
-    let d = match r.jitter {
-        JitterKind::None => base,
-        JitterKind::Full => base.mul_f64(rng.next_f64()),
-        JitterKind::Equal => base / 2 + (base / 2).mul_f64(rng.next_f64()),
-        JitterKind::Decorrelated => {
-            let hi = prev.saturating_mul(3).max(r.initial);
-            r.initial + (hi - r.initial).mul_f64(rng.next_f64())
-        }
-    };
-    d.min(r.max)
+    let (backoff, jitter) = retry_schedule(r);
+    jitter.apply(
+        backoff.delay(attempt),
+        prev,
+        backoff.initial(),
+        backoff.max(),
+        rng,
+    )
 }
 
 /// The upstream URI: `base`'s scheme and authority, its path as a prefix, then

@@ -37,13 +37,10 @@
 //! Every quota is far above the bench's call rate, so every call is admitted.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -55,6 +52,9 @@ use rempart::adaptive::{AdaptiveLimiter, Aimd};
 use rempart::bulkhead::Bulkhead;
 use rempart::rate_limit::{KeyedRateLimitLayer, KeyedRateLimiter, RateLimiter};
 use tower::{Layer, Service};
+
+mod support;
+use support::block_on;
 
 const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
 
@@ -78,17 +78,6 @@ impl rempart::clock::Clock for Tsc {
 
 fn tsc() -> Tsc {
     Tsc(quanta::Clock::new())
-}
-
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::hint::spin_loop();
-    }
 }
 
 fn rate_limit_direct(c: &mut Criterion) {

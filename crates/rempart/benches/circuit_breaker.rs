@@ -35,11 +35,8 @@
 //! its own breaker, so the figure shows what the machine itself charges for two
 //! busy threads.
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Barrier;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{
@@ -49,6 +46,9 @@ use failsafe::futures::CircuitBreaker as _;
 use rempart::CircuitBreaker;
 use rempart::circuit_breaker::SlidingWindow;
 use tower::{Service, ServiceExt};
+
+mod support;
+use support::block_on;
 
 /// An open period no run comes near, so `open_reject` never half-opens.
 const LONG_OPEN: Duration = Duration::from_secs(3600);
@@ -62,23 +62,6 @@ async fn op() -> Result<u64, ()> {
 /// A failing operation, used only to trip peers before `open_reject`.
 async fn failing_op() -> Result<u64, ()> {
     Err(())
-}
-
-/// The one executor every contestant runs on: pin the future on the stack and
-/// poll it with a no-op waker until it is ready. Every contestant is ready on
-/// the first poll on one thread; the loop only matters for a breaker whose
-/// future can be Pending under contention (tower-resilience's `tokio::sync::Mutex`
-/// with two threads), which then pays for its own retries.
-#[inline(always)]
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::hint::spin_loop();
-    }
 }
 
 /// Something that makes one call through a breaker; cloned once per thread.

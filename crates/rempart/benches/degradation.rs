@@ -13,10 +13,7 @@
 //!
 //! Every future is polled to completion on a no-op waker; none ever waits.
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -25,16 +22,8 @@ use rempart::chaos::Chaos;
 use rempart::fallback::FallbackChain;
 use rempart::rng::SplitMix64;
 
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::hint::spin_loop();
-    }
-}
+mod support;
+use support::block_on;
 
 fn success(c: &mut Criterion) {
     let mut g = c.benchmark_group("success");

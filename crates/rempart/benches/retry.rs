@@ -13,10 +13,7 @@
 //! All futures are polled with a no-op waker on one thread (no runtime): every
 //! contestant is ready on its first poll.
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -25,16 +22,8 @@ use rempart::retry::{Decision, Jitter, Retry, RetryLayer};
 use rempart::rng::SplitMix64;
 use tower::{Layer, Service, ServiceExt};
 
-#[inline(always)]
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-    }
-}
+mod support;
+use support::block_on;
 
 async fn op() -> Result<u64, ()> {
     Ok(black_box(1))
