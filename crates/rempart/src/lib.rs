@@ -6,6 +6,7 @@
 //! - [`circuit_breaker`]: stop calling a failing dependency, probe it, recover.
 //! - [`retry`]: run again after a pause (backoff, jitter, budget, HTTP rules).
 //! - [`timeout`] and [`deadline`]: limits on time that cancel, and travel with the work.
+//! - [`hedge`]: a second copy of a slow call; the first success wins.
 //! - [`rate_limit`]: token buckets (direct and keyed, on governor) and a sliding window.
 //! - [`bulkhead`]: max concurrent calls per service, with a bounded wait for a slot.
 //! - [`adaptive`]: a concurrency limit that follows latency (AIMD, Gradient2, Vegas).
@@ -42,6 +43,7 @@ mod config_error;
 pub mod deadline;
 pub mod fallback;
 pub mod health;
+pub mod hedge;
 mod per_thread;
 pub mod prometheus;
 pub mod rate_limit;
