@@ -7,6 +7,7 @@
 //! - [`retry`]: run again after a pause (backoff, jitter, budget, HTTP rules).
 //! - [`timeout`] and [`deadline`]: limits on time that cancel, and travel with the work.
 //! - [`hedge`]: a second copy of a slow call; the first success wins.
+//! - [`pipeline`]: retry, breaker, rate limit, bulkhead and timeout composed for one service, and a registry of them.
 //! - [`rate_limit`]: token buckets (direct and keyed, on governor) and a sliding window.
 //! - [`bulkhead`]: max concurrent calls per service, with a bounded wait for a slot.
 //! - [`adaptive`]: a concurrency limit that follows latency (AIMD, Gradient2, Vegas).
@@ -45,6 +46,7 @@ pub mod fallback;
 pub mod health;
 pub mod hedge;
 mod per_thread;
+pub mod pipeline;
 pub mod prometheus;
 pub mod rate_limit;
 pub mod retry;

@@ -103,3 +103,45 @@ fn a_retry_whose_first_attempt_succeeds_allocates_nothing() {
     });
     assert_eq!(n, 0, "allocations in 10,000 first-attempt successes");
 }
+
+fn five_policy_pipeline() -> rempart::pipeline::Pipeline {
+    use rempart::bulkhead::Bulkhead;
+    use rempart::rate_limit::RateLimiter;
+    use rempart::retry::Retry;
+    use std::time::Duration;
+    rempart::pipeline::Pipeline::builder("orders")
+        .retry(Retry::builder().build().unwrap())
+        .circuit_breaker(CircuitBreaker::builder().name("orders").build().unwrap())
+        .rate_limit(
+            RateLimiter::builder()
+                .rate(1_000_000_000, Duration::from_secs(1))
+                .burst(1_000_000_000)
+                .build()
+                .unwrap(),
+        )
+        .bulkhead(
+            Bulkhead::builder()
+                .name("orders")
+                .max_concurrent(100)
+                .build()
+                .unwrap(),
+        )
+        .timeout(Duration::from_secs(3))
+        .build()
+}
+
+#[test]
+fn a_five_policy_pipeline_allocates_nothing_on_success() {
+    let pipeline = five_policy_pipeline();
+    poll_ready(pipeline.call(|| async { Ok::<_, ()>(1) })).unwrap();
+    let n = allocations_during(|| {
+        for i in 0..10_000u64 {
+            let r = poll_ready(pipeline.call(|| async move { Ok::<_, ()>(i) }));
+            std::hint::black_box(r).ok();
+        }
+    });
+    assert_eq!(
+        n, 0,
+        "allocations in 10,000 successful calls through five policies"
+    );
+}

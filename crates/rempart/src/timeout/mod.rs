@@ -42,9 +42,58 @@ impl std::error::Error for Elapsed {}
 /// in scope: the shorter of the two applies, and the error names it.
 pub async fn timeout<F: Future>(limit: Duration, fut: F) -> Result<F::Output, Elapsed> {
     let limit = crate::deadline::Deadline::current().map_or(limit, |d| d.remaining().min(limit));
-    tokio::time::timeout(limit, fut)
-        .await
-        .map_err(|_| Elapsed { limit })
+    Timeout::new(limit, fut).await
+}
+
+pin_project_lite::pin_project! {
+    /// A future limited to a duration, whose timer is armed only if the
+    /// future is not ready on its first poll.
+    ///
+    /// Why: on a healthy system most calls a timeout guards complete at once
+    /// or after one wake-up, and registering and cancelling a timer costs far
+    /// more than such a call. The limit counts from the end of the first poll,
+    /// so it does not include that poll's own synchronous work. Not bounded by
+    /// a [`Deadline`](crate::deadline::Deadline): [`timeout`] is.
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    #[derive(Debug)]
+    pub struct Timeout<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Option<tokio::time::Sleep>,
+        limit: Duration,
+    }
+}
+
+impl<F> Timeout<F> {
+    /// `inner`, limited to `limit`.
+    pub fn new(limit: Duration, inner: F) -> Self {
+        Timeout {
+            inner,
+            sleep: None,
+            limit,
+        }
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(v) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        if this.sleep.is_none() {
+            this.sleep.set(Some(tokio::time::sleep(*this.limit)));
+        }
+        let sleep = this.sleep.as_pin_mut().expect("armed above");
+        match sleep.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed { limit: *this.limit })),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// A tower service's error under a [`TimeoutLayer`].
