@@ -2,7 +2,8 @@
 //!
 //! Three simulated services listen on loopback behind a real gateway:
 //! `catalogue` (fast), `orders` (normal) and `reporting` (slow, and failing in
-//! a burst). Clients hammer all three; every second a table shows each
+//! a burst: rempart's chaos policies inject 90 % errors and extra latency
+//! into it during the outage). Clients hammer all three; every second a table shows each
 //! service's circuit state, outcomes and p99. The story to watch: reporting
 //! fails, its circuit opens, clients get degraded answers at once instead of
 //! waiting, catalogue and orders keep their latency, reporting recovers and its
@@ -25,6 +26,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+
+use rempart::chaos::Chaos;
+use rempart::rng::SplitMix64;
 
 use crate::config::GatewayConfig;
 use crate::server::RunningGateway;
@@ -67,37 +71,63 @@ struct Tally {
     failed: AtomicU64,
 }
 
-/// The simulated services' behaviour at `elapsed` into the demo.
-fn reporting_is_down(elapsed: Duration, total: Duration) -> bool {
-    let f = elapsed.as_secs_f64() / total.as_secs_f64();
-    (0.25..0.6).contains(&f)
+/// The faults of a simulated service: failures and extra latency, injected
+/// by rempart's chaos policies, switched on for the outage only.
+#[derive(Clone)]
+struct Faults {
+    errors: Chaos<StatusCode, StatusCode>,
+    slowness: Chaos<StatusCode, StatusCode>,
+}
+
+impl Faults {
+    fn new(base_latency: Duration, seed: u64) -> std::io::Result<Faults> {
+        let bad = |e: rempart::ConfigError| std::io::Error::other(e.to_string());
+        let errors = Chaos::error(0.9, || StatusCode::INTERNAL_SERVER_ERROR)
+            .map_err(bad)?
+            .with_rng(SplitMix64::seeded(seed));
+        let slowness = Chaos::latency(1.0, base_latency * 3).map_err(bad)?;
+        errors.disable();
+        slowness.disable();
+        Ok(Faults { errors, slowness })
+    }
+
+    fn set(&self, on: bool) {
+        for c in [&self.errors, &self.slowness] {
+            if on { c.enable() } else { c.disable() }
+        }
+    }
 }
 
 async fn simulated_service(
     name: &'static str,
     latency: Duration,
-    outage: Option<(tokio::time::Instant, Duration)>,
+    faults: Option<Faults>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let faults = faults.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |_req: Request<Incoming>| async move {
-                    let down = outage
-                        .is_some_and(|(start, total)| reporting_is_down(start.elapsed(), total));
-                    // Down: slow and failing, the case-4 incident.
-                    let (wait, status) = if down {
-                        (latency * 4, StatusCode::INTERNAL_SERVER_ERROR)
-                    } else {
-                        (latency, StatusCode::OK)
-                    };
-                    tokio::time::sleep(wait).await;
-                    let mut r = Response::new(Full::new(Bytes::from(format!(
-                        "{{\"service\":\"{name}\",\"data\":[1,2,3]}}"
-                    ))));
-                    *r.status_mut() = status;
-                    Ok::<_, std::convert::Infallible>(r)
+                let svc = service_fn(move |_req: Request<Incoming>| {
+                    let faults = faults.clone();
+                    async move {
+                        let work = || async {
+                            tokio::time::sleep(latency).await;
+                            Ok::<_, StatusCode>(StatusCode::OK)
+                        };
+                        let status = match &faults {
+                            // The case-4 incident: slower, and mostly failing.
+                            Some(f) => f.slowness.call(|| f.errors.call(work)).await,
+                            None => work().await,
+                        }
+                        .unwrap_or_else(|failed| failed);
+                        let mut r = Response::new(Full::new(Bytes::from(format!(
+                            "{{\"service\":\"{name}\",\"data\":[1,2,3]}}"
+                        ))));
+                        *r.status_mut() = status;
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -166,12 +196,23 @@ pub async fn run(
     let start = tokio::time::Instant::now();
     let catalogue = simulated_service("catalogue", Duration::from_millis(5), None).await?;
     let orders = simulated_service("orders", Duration::from_millis(20), None).await?;
+    let reporting_faults = Faults::new(Duration::from_millis(60), 7)?;
     let reporting = simulated_service(
         "reporting",
         Duration::from_millis(60),
-        Some((start, options.duration)),
+        Some(reporting_faults.clone()),
     )
     .await?;
+    // The outage: chaos on from a quarter of the story to 60 % of it.
+    let outage = {
+        let (faults, total) = (reporting_faults.clone(), options.duration);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start + total.mul_f64(0.25)).await;
+            faults.set(true);
+            tokio::time::sleep_until(start + total.mul_f64(0.6)).await;
+            faults.set(false);
+        })
+    };
     let text = demo_config(catalogue, orders, reporting, options.duration);
     let config = GatewayConfig::parse(&text, "demo.toml")
         .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -287,6 +328,7 @@ pub async fn run(
     for c in clients {
         let _ = c.await;
     }
+    outage.abort();
     for (i, name) in names.iter().enumerate() {
         let t = &tallies[i];
         report.answers.push((
