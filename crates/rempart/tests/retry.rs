@@ -443,3 +443,45 @@ proptest! {
         }
     }
 }
+
+#[derive(Debug, Default, Clone)]
+struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl rempart::retry::RetryListener for Recorder {
+    fn on_retry(&self, e: &rempart::retry::RetryEvent<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("retry {} after {:?}", e.attempt, e.delay));
+    }
+    fn on_give_up(&self, name: &str, attempts: u32, why: rempart::retry::GiveUp) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{name} gave up after {attempts}: {why:?}"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn listeners_hear_each_retry_and_the_give_up_but_not_a_first_success() {
+    let rec = Recorder::default();
+    let retry = Retry::builder()
+        .name("orders")
+        .max_attempts(3)
+        .backoff(Backoff::constant(S))
+        .jitter(Jitter::None)
+        .listener(rec.clone())
+        .build()
+        .unwrap();
+    retry.call(|| async { Ok::<_, ()>(()) }).await.unwrap();
+    assert!(rec.0.lock().unwrap().is_empty());
+    let _ = retry.call(|| async { Err::<(), _>(()) }).await;
+    assert_eq!(
+        *rec.0.lock().unwrap(),
+        [
+            "retry 1 after 1s",
+            "retry 2 after 1s",
+            "orders gave up after 3: AttemptsSpent"
+        ]
+    );
+}

@@ -37,7 +37,9 @@ pub use policy::{
     Decision, HttpOutcome, RetryErrors, RetryPolicy, StopWhenOpen, http_decision, http_not_sent,
 };
 pub use prometheus::RetryCollector;
-pub use retry::{Retry, RetryBuilder};
+pub use retry::{
+    GiveUp, Retry, RetryBuilder, RetryCall, RetryEvent, RetryListener, TracingRetryListener,
+};
 
 pub use crate::ConfigError;
 

@@ -68,6 +68,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     rng: Mutex<Box<dyn Rng>>,
     stats: Stats,
+    listeners: Box<[Arc<dyn RetryListener>]>,
 }
 
 /// Builds a [`Retry`]; see [`Retry::builder`].
@@ -83,6 +84,7 @@ pub struct RetryBuilder {
     budget: Option<Arc<RetryBudget>>,
     clock: Option<Arc<dyn Clock>>,
     rng: Option<Box<dyn Rng>>,
+    listeners: Vec<Arc<dyn RetryListener>>,
 }
 
 impl RetryBuilder {
@@ -133,6 +135,12 @@ impl RetryBuilder {
         self.clock = Some(Arc::new(clock));
         self
     }
+    /// Tells `listener` of every retry and of every call that gives up
+    /// (for logs and metrics; never on a first-attempt success).
+    pub fn listener(mut self, listener: impl RetryListener) -> Self {
+        self.listeners.push(Arc::new(listener));
+        self
+    }
     /// The random source for jitter (tests: `SplitMix64::seeded`).
     pub fn rng(mut self, rng: impl Rng) -> Self {
         self.rng = Some(Box::new(rng));
@@ -176,8 +184,65 @@ impl RetryBuilder {
                         .unwrap_or_else(|| Box::new(SplitMix64::from_entropy())),
                 ),
                 stats: Stats::default(),
+                listeners: self.listeners.into_boxed_slice(),
             }),
         })
+    }
+}
+
+/// A retry about to happen.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct RetryEvent<'a> {
+    /// The retry's name.
+    pub name: &'a str,
+    /// The attempt that just failed (1 = the first).
+    pub attempt: u32,
+    /// The pause before the next attempt.
+    pub delay: Duration,
+    /// Whether the failed attempt timed out.
+    pub after_timeout: bool,
+    /// Whether the pause came from a `Retry-After`.
+    pub retry_after: bool,
+}
+
+/// Why a call stopped retrying with a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GiveUp {
+    /// The policy did not retry the last result.
+    NotRetried,
+    /// Every attempt was used.
+    AttemptsSpent,
+}
+
+/// Told of retries, for logging and metrics. Called on the retry path only.
+pub trait RetryListener: Send + Sync + std::fmt::Debug + 'static {
+    /// A retry is about to pause and try again.
+    fn on_retry(&self, event: &RetryEvent<'_>) {
+        let _ = event;
+    }
+    /// A call ended without success after `attempts` attempts.
+    fn on_give_up(&self, name: &str, attempts: u32, why: GiveUp) {
+        let _ = (name, attempts, why);
+    }
+}
+
+/// Logs every retry and give-up through `tracing` (DEBUG and WARN).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingRetryListener;
+
+impl RetryListener for TracingRetryListener {
+    fn on_retry(&self, e: &RetryEvent<'_>) {
+        tracing::debug!(
+            retry = e.name,
+            attempt = e.attempt,
+            delay_ms = e.delay.as_millis() as u64,
+            "retrying"
+        );
+    }
+    fn on_give_up(&self, name: &str, attempts: u32, why: GiveUp) {
+        tracing::warn!(retry = name, attempts, ?why, "giving up");
     }
 }
 
@@ -206,6 +271,7 @@ impl Retry {
             budget: None,
             clock: None,
             rng: None,
+            listeners: Vec::new(),
         }
     }
 
@@ -341,7 +407,10 @@ where
                         inner.stats.bump(Counter::SuccessFirst);
                         Ok(v)
                     }
-                    Err(e) => inner.finish(Attempt::Done(Err(e)), 1, Counter::NotRetried),
+                    Err(e) => {
+                        inner.tell(|l| l.on_give_up(&inner.name, 1, GiveUp::NotRetried));
+                        inner.finish(Attempt::Done(Err(e)), 1, Counter::NotRetried)
+                    }
                 })
             }
             decision => {
@@ -357,6 +426,12 @@ where
 }
 
 impl Inner {
+    fn tell(&self, f: impl Fn(&dyn RetryListener)) {
+        for l in self.listeners.iter() {
+            f(&**l);
+        }
+    }
+
     fn timed(&self) -> bool {
         self.attempt_timeout.is_some()
             || self.overall_timeout.is_some()
@@ -418,10 +493,14 @@ impl Inner {
             };
             // The result stands: a success, a non-retryable error, a stop.
             let Some(asked) = wanted else {
+                if attempt > 1 || !matches!(outcome, Attempt::Done(Ok(_))) {
+                    inner.tell(|l| l.on_give_up(&inner.name, attempt, GiveUp::NotRetried));
+                }
                 return inner.finish(outcome, attempt, Counter::NotRetried);
             };
             if attempt >= inner.max_attempts {
                 inner.stats.bump(Counter::MaxRetriesReached);
+                inner.tell(|l| l.on_give_up(&inner.name, attempt, GiveUp::AttemptsSpent));
                 return inner.finish(outcome, attempt, Counter::Exhausted);
             }
             let mut delay = match asked {
@@ -466,8 +545,18 @@ impl Inner {
                     other => inner.finish(other, attempt, Counter::Exhausted),
                 };
             }
+            let timed_out = matches!(outcome, Attempt::TimedOut(_));
             drop(outcome);
             inner.stats.record_delay(delay);
+            inner.tell(|l| {
+                l.on_retry(&RetryEvent {
+                    name: &inner.name,
+                    attempt,
+                    delay,
+                    after_timeout: timed_out,
+                    retry_after: asked.is_some(),
+                })
+            });
             previous_delay = delay;
             tokio::time::sleep(delay).await;
             attempt += 1;
