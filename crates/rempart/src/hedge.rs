@@ -257,3 +257,95 @@ impl Hedge {
         }
     }
 }
+
+/// Hedges requests through a `tower::Service`: a second copy of a request
+/// that is slow (see [`Hedge`]). The request must be `Clone`; the inner
+/// service is cloned for each copy. Only for idempotent requests.
+///
+/// ```
+/// use rempart::hedge::{Hedge, HedgeDelay, HedgeLayer};
+/// use std::time::Duration;
+/// use tower::{Service, ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+/// let hedge = Hedge::builder().delay(HedgeDelay::Fixed(Duration::from_millis(10))).build().unwrap();
+/// let mut svc = ServiceBuilder::new()
+///     .layer(HedgeLayer::new(hedge.clone()))
+///     .service_fn(|q: &'static str| async move { Ok::<_, ()>(q.len()) });
+/// assert_eq!(svc.ready().await.unwrap().call("users").await, Ok(5));
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct HedgeLayer {
+    hedge: Hedge,
+}
+
+impl HedgeLayer {
+    /// A layer hedging with `hedge`.
+    pub fn new(hedge: Hedge) -> Self {
+        HedgeLayer { hedge }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for HedgeLayer {
+    type Service = HedgeService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        HedgeService {
+            inner,
+            hedge: self.hedge.clone(),
+        }
+    }
+}
+
+/// The service of [`HedgeLayer`].
+#[derive(Debug, Clone)]
+pub struct HedgeService<S> {
+    inner: S,
+    hedge: Hedge,
+}
+
+impl<S, Req> tower_service::Service<Req> for HedgeService<S>
+where
+    S: tower_service::Service<Req> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    S::Response: Send,
+    S::Error: Send,
+    Req: Clone + Send + Sync + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        let (hedge, spare) = (self.hedge.clone(), self.inner.clone());
+        Box::pin(async move {
+            let ready = std::sync::Mutex::new(Some(ready));
+            hedge
+                .call(|| {
+                    let req = req.clone();
+                    // The first copy uses the service made ready; the hedge a fresh clone.
+                    let taken = ready.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let mut svc = spare.clone();
+                    async move {
+                        match taken {
+                            Some(mut s) => s.call(req).await,
+                            None => {
+                                std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+                                svc.call(req).await
+                            }
+                        }
+                    }
+                })
+                .await
+        })
+    }
+}
