@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, Instant, MonotonicClock};
-use crate::fallback::{Degraded, Fallback};
+use crate::fallback::{BoxFuture, Degraded, Fallback};
 
 /// A stored value, with when it was stored and for how long it may be served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,11 +53,28 @@ pub struct Stored<V> {
 /// Where a [`StaleCache`] keeps its entries: in process ([`MokaStore`]) or,
 /// in the gateway, on Redis. A store may forget entries early; it must not
 /// return a value for another key.
+///
+/// The trait is object-safe (its futures are boxed), so a store can be chosen
+/// at run time: `StaleCache<K, V, Box<dyn StaleStore<K, V>>>`. One allocation
+/// per lookup is small beside a network round trip to the store.
 pub trait StaleStore<K, V>: Send + Sync + fmt::Debug + 'static {
     /// The entry for `key`, if still held.
-    fn get(&self, key: &K) -> impl Future<Output = Option<Stored<V>>> + Send;
+    fn get<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Option<Stored<V>>>;
     /// Stores `entry` under `key`, replacing any previous one.
-    fn put(&self, key: K, entry: Stored<V>) -> impl Future<Output = ()> + Send;
+    fn put(&self, key: K, entry: Stored<V>) -> BoxFuture<'_, ()>;
+}
+
+impl<K, V, T> StaleStore<K, V> for Box<T>
+where
+    T: StaleStore<K, V> + ?Sized,
+{
+    fn get<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Option<Stored<V>>> {
+        (**self).get(key)
+    }
+
+    fn put(&self, key: K, entry: Stored<V>) -> BoxFuture<'_, ()> {
+        (**self).put(key, entry)
+    }
 }
 
 /// An in-process [`StaleStore`] on `moka::future::Cache`, bounded in entries
@@ -84,15 +101,23 @@ where
     K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// At most `max_entries` entries, each dropped `ttl` after it was stored.
+    /// At most `max_entries` entries, each dropped (in real time) a little
+    /// after `ttl`: [`StaleCache`] judges expiry on its own clock, and moka's
+    /// TTL only bounds memory, so it must never drop an entry before ours.
     pub fn new(max_entries: u64, ttl: Duration) -> Self {
         MokaStore {
             cache: moka::future::Cache::builder()
                 .max_capacity(max_entries)
-                .time_to_live(ttl)
+                .time_to_live(memory_bound(ttl))
                 .build(),
         }
     }
+}
+
+/// moka's TTL: ours plus a tenth (at least a second), so real-time eviction
+/// never beats the expiry [`StaleCache`] reads on its clock.
+fn memory_bound(ttl: Duration) -> Duration {
+    ttl.saturating_add((ttl / 10).max(Duration::from_secs(1)))
 }
 
 impl<K, V> StaleStore<K, V> for MokaStore<K, V>
@@ -100,12 +125,12 @@ where
     K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    async fn get(&self, key: &K) -> Option<Stored<V>> {
-        self.cache.get(key).await
+    fn get<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Option<Stored<V>>> {
+        Box::pin(self.cache.get(key))
     }
 
-    async fn put(&self, key: K, entry: Stored<V>) {
-        self.cache.insert(key, entry).await;
+    fn put(&self, key: K, entry: Stored<V>) -> BoxFuture<'_, ()> {
+        Box::pin(self.cache.insert(key, entry))
     }
 }
 
@@ -201,11 +226,28 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
+        self.call_when(key, call, |_| true).await
+    }
+
+    /// As [`call`](Self::call), but only errors for which `serve_stale`
+    /// returns `true` are answered from the cache; the others are returned
+    /// as they are (say, a 404 that a stale copy must not hide).
+    pub async fn call_when<F, Fut, E>(
+        &self,
+        key: K,
+        call: F,
+        serve_stale: impl FnOnce(&E) -> bool,
+    ) -> Result<Fallback<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
         match call().await {
             Ok(v) => {
                 self.store(key, v.clone()).await;
                 Ok(Fallback::fresh(v))
             }
+            Err(e) if !serve_stale(&e) => Err(e),
             Err(e) => match self.lookup(&key).await {
                 Some((value, age)) => {
                     tracing::warn!(age_ms = age.as_millis() as u64, "serving stale value");
