@@ -107,3 +107,22 @@ async fn liveness_is_always_ok_and_readiness_flips_during_shutdown() {
     assert_eq!(report.status_code(), 503);
     assert_eq!(report.failed["shutdown"], "shutting down");
 }
+
+#[tokio::test]
+async fn readiness_follows_a_shutdown_trigger_while_liveness_stays_ok() {
+    let shutdown = rempart::shutdown::Shutdown::new();
+    let health = HealthRegistry::new()
+        .wall_clock(wall())
+        .check("db", || async { Ok(()) })
+        .follow_shutdown(&shutdown);
+    assert_eq!(health.readiness().await.status_code(), 200);
+    shutdown.trigger();
+    let report = health.readiness().await;
+    assert_eq!(report.status_code(), 503);
+    assert_eq!(report.failed["shutdown"], "shutting down");
+    assert!(
+        report.dependencies["db"].ok,
+        "the dependency itself is fine"
+    );
+    assert_eq!(health.liveness().into_response().status(), 200);
+}
