@@ -5,7 +5,8 @@
 //! Bodies follow seeds 000 and 002: `status`, `timestamp` (RFC 3339, read
 //! from an injectable wall [`Clock`]), one entry per dependency with its
 //! latency, and a `failed` map of name to reason; readiness answers 200 or 503.
-//! With the cargo feature `axum`, [`axum::router`] serves both routes.
+//! [`HealthService`] serves both routes as a plain tower service (for hyper);
+//! with the cargo feature `axum`, [`axum::router`] serves them in axum.
 //!
 //! ```
 //! use rempart::health::HealthRegistry;
@@ -24,6 +25,9 @@
 #[cfg(feature = "axum")]
 pub mod axum;
 mod rfc3339;
+mod service;
+
+pub use service::HealthService;
 
 use std::collections::BTreeMap;
 use std::fmt;
