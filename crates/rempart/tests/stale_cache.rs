@@ -228,3 +228,34 @@ async fn only_errors_the_predicate_chooses_are_answered_from_cache() {
         "a stale copy must not hide an answer the caller chose to pass through"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_stores_stale_answers_misses_and_pass_throughs() {
+    use rempart::cache::StaleCacheMetrics;
+    let clock = ManualClock::new();
+    let cache = StaleCache::<&str, u32>::with_clock(TTL, clock.clone());
+    let clone = cache.clone();
+    cache
+        .call("k", || async { Ok::<_, &str>(1) })
+        .await
+        .unwrap();
+    clone.call("k", || async { Err("down") }).await.unwrap();
+    assert!(cache.call("other", || async { Err("down") }).await.is_err());
+    assert!(
+        cache
+            .call_when("k", || async { Err("not found") }, |e| *e != "not found")
+            .await
+            .is_err()
+    );
+    clock.advance(TTL);
+    assert!(cache.call("k", || async { Err("down") }).await.is_err());
+    assert_eq!(
+        cache.metrics(),
+        StaleCacheMetrics {
+            stored: 1,
+            served_stale: 1,
+            missed: 2,
+            passed_through: 1,
+        }
+    );
+}

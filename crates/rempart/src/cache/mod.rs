@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, Instant, MonotonicClock};
 use crate::fallback::{BoxFuture, Degraded, Fallback};
+use crate::per_thread::PerThreadCounters;
 
 /// A stored value, with when it was stored and for how long it may be served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,11 +138,31 @@ where
 /// Default bound on a [`StaleCache`]'s entries.
 pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
 
+/// What a [`StaleCache`] has done so far, summed over threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StaleCacheMetrics {
+    /// Fresh successes stored.
+    pub stored: u64,
+    /// Failures answered with a stored value.
+    pub served_stale: u64,
+    /// Failures the cache could not answer (no entry, or too old).
+    pub missed: u64,
+    /// Failures passed through because `call_when`'s predicate refused them.
+    pub passed_through: u64,
+}
+
+const STORED: usize = 0;
+const SERVED_STALE: usize = 1;
+const MISSED: usize = 2;
+const PASSED_THROUGH: usize = 3;
+
 /// Stores every success, serves the stored value only on failure.
 pub struct StaleCache<K, V, S = MokaStore<K, V>> {
     store: Arc<S>,
     ttl: Duration,
     clock: Arc<dyn Clock>,
+    // Shared by clones; per-thread so counting never contends on the hot path.
+    counts: Arc<PerThreadCounters<4>>,
     _types: std::marker::PhantomData<fn(K) -> V>,
 }
 
@@ -151,6 +172,7 @@ impl<K, V, S> Clone for StaleCache<K, V, S> {
             store: self.store.clone(),
             ttl: self.ttl,
             clock: self.clock.clone(),
+            counts: self.counts.clone(),
             _types: std::marker::PhantomData,
         }
     }
@@ -193,6 +215,7 @@ where
             store: Arc::new(store),
             ttl,
             clock: Arc::new(clock),
+            counts: Arc::default(),
             _types: std::marker::PhantomData,
         }
     }
@@ -200,6 +223,17 @@ where
     /// The TTL.
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// What the cache (and its clones) have done so far.
+    pub fn metrics(&self) -> StaleCacheMetrics {
+        let [stored, served_stale, missed, passed_through] = self.counts.sum();
+        StaleCacheMetrics {
+            stored,
+            served_stale,
+            missed,
+            passed_through,
+        }
     }
 
     /// Stores `value` as the latest good answer for `key`.
@@ -210,6 +244,7 @@ where
             ttl: self.ttl,
         };
         self.store.put(key, entry).await;
+        self.counts.bump(STORED);
     }
 
     /// The stored value for `key` and its age, unless missing or older than its TTL.
@@ -247,16 +282,23 @@ where
                 self.store(key, v.clone()).await;
                 Ok(Fallback::fresh(v))
             }
-            Err(e) if !serve_stale(&e) => Err(e),
+            Err(e) if !serve_stale(&e) => {
+                self.counts.bump(PASSED_THROUGH);
+                Err(e)
+            }
             Err(e) => match self.lookup(&key).await {
                 Some((value, age)) => {
+                    self.counts.bump(SERVED_STALE);
                     tracing::warn!(age_ms = age.as_millis() as u64, "serving stale value");
                     Ok(Fallback {
                         value,
                         mode: Degraded::Stale { age },
                     })
                 }
-                None => Err(e),
+                None => {
+                    self.counts.bump(MISSED);
+                    Err(e)
+                }
             },
         }
     }
