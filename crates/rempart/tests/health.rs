@@ -107,3 +107,64 @@ async fn liveness_is_always_ok_and_readiness_flips_during_shutdown() {
     assert_eq!(report.status_code(), 503);
     assert_eq!(report.failed["shutdown"], "shutting down");
 }
+
+#[tokio::test]
+async fn readiness_follows_a_shutdown_trigger_while_liveness_stays_ok() {
+    let shutdown = rempart::shutdown::Shutdown::new();
+    let health = HealthRegistry::new()
+        .wall_clock(wall())
+        .check("db", || async { Ok(()) })
+        .follow_shutdown(&shutdown);
+    assert_eq!(health.readiness().await.status_code(), 200);
+    shutdown.trigger();
+    let report = health.readiness().await;
+    assert_eq!(report.status_code(), 503);
+    assert_eq!(report.failed["shutdown"], "shutting down");
+    assert!(
+        report.dependencies["db"].ok,
+        "the dependency itself is fine"
+    );
+    assert_eq!(health.liveness().into_response().status(), 200);
+}
+
+#[tokio::test]
+async fn the_tower_service_routes_health_and_ready() {
+    use rempart::health::HealthService;
+    use tower::ServiceExt;
+
+    let health = HealthRegistry::new()
+        .wall_clock(wall())
+        .check("minio", || async { Err("connection refused".to_owned()) });
+    let svc = HealthService::new(health);
+    let send = |method: http::Method, path: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap();
+        svc.clone().oneshot(req)
+    };
+
+    let live = send(http::Method::GET, "/health").await.unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.headers()["content-type"], "application/json");
+    let ready = send(http::Method::GET, "/ready").await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = serde_json::from_str(ready.body()).unwrap();
+    assert_eq!(body["failed"]["minio"], "connection refused");
+
+    assert_eq!(
+        send(http::Method::HEAD, "/ready").await.unwrap().status(),
+        503
+    );
+    let post = send(http::Method::POST, "/health").await.unwrap();
+    assert_eq!(
+        (post.status().as_u16(), &post.headers()["allow"]),
+        (405, &"GET, HEAD".parse::<http::HeaderValue>().unwrap())
+    );
+    assert_eq!(
+        send(http::Method::GET, "/other").await.unwrap().status(),
+        404
+    );
+    assert!(HealthService::handles("/ready") && !HealthService::handles("/readyz"));
+}

@@ -154,3 +154,108 @@ async fn an_open_circuit_is_answered_from_cache_without_calling() {
     let miss = cache.call("other", reporting).await;
     assert!(matches!(miss, Err(CircuitError::Open)), "{miss:?}");
 }
+
+/// A store written outside the crate, as the gateway's Redis store is.
+#[derive(Debug, Default)]
+struct MapStore(std::sync::Mutex<std::collections::HashMap<String, Stored<u32>>>);
+
+impl StaleStore<String, u32> for MapStore {
+    fn get<'a>(&'a self, key: &'a String) -> rempart::fallback::BoxFuture<'a, Option<Stored<u32>>> {
+        let hit = self.0.lock().unwrap().get(key).cloned();
+        Box::pin(async move { hit })
+    }
+
+    fn put(&self, key: String, entry: Stored<u32>) -> rempart::fallback::BoxFuture<'_, ()> {
+        self.0.lock().unwrap().insert(key, entry);
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test]
+async fn a_store_chosen_at_run_time_serves_through_a_trait_object() {
+    let clock = ManualClock::new();
+    let store: Box<dyn StaleStore<String, u32>> = Box::new(MapStore::default());
+    let cache = StaleCache::with_store(store, TTL, clock.clone());
+    cache
+        .call("k".to_owned(), || async { Ok::<_, &str>(5) })
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(4));
+    let out = cache
+        .call("k".to_owned(), || async { Err("down") })
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.value, out.mode),
+        (
+            5,
+            Degraded::Stale {
+                age: Duration::from_secs(4)
+            }
+        )
+    );
+    clock.advance(TTL);
+    assert_eq!(
+        cache.call("k".to_owned(), || async { Err("down") }).await,
+        Err("down")
+    );
+}
+
+#[tokio::test]
+async fn only_errors_the_predicate_chooses_are_answered_from_cache() {
+    #[derive(Debug, PartialEq)]
+    enum Upstream {
+        Unavailable,
+        NotFound,
+    }
+    let clock = ManualClock::new();
+    let cache = StaleCache::<&str, u32>::with_clock(TTL, clock.clone());
+    cache
+        .call("k", || async { Ok::<_, Upstream>(3) })
+        .await
+        .unwrap();
+    let transient = |e: &Upstream| *e == Upstream::Unavailable;
+    let out = cache
+        .call_when("k", || async { Err(Upstream::Unavailable) }, transient)
+        .await
+        .unwrap();
+    assert_eq!(out.value, 3);
+    assert_eq!(
+        cache
+            .call_when("k", || async { Err(Upstream::NotFound) }, transient)
+            .await,
+        Err(Upstream::NotFound),
+        "a stale copy must not hide an answer the caller chose to pass through"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_stores_stale_answers_misses_and_pass_throughs() {
+    use rempart::cache::StaleCacheMetrics;
+    let clock = ManualClock::new();
+    let cache = StaleCache::<&str, u32>::with_clock(TTL, clock.clone());
+    let clone = cache.clone();
+    cache
+        .call("k", || async { Ok::<_, &str>(1) })
+        .await
+        .unwrap();
+    clone.call("k", || async { Err("down") }).await.unwrap();
+    assert!(cache.call("other", || async { Err("down") }).await.is_err());
+    assert!(
+        cache
+            .call_when("k", || async { Err("not found") }, |e| *e != "not found")
+            .await
+            .is_err()
+    );
+    clock.advance(TTL);
+    assert!(cache.call("k", || async { Err("down") }).await.is_err());
+    assert_eq!(
+        cache.metrics(),
+        StaleCacheMetrics {
+            stored: 1,
+            served_stale: 1,
+            missed: 2,
+            passed_through: 1,
+        }
+    );
+}

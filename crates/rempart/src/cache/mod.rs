@@ -37,7 +37,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, Instant, MonotonicClock};
-use crate::fallback::{Degraded, Fallback};
+use crate::fallback::{BoxFuture, Degraded, Fallback};
+use crate::per_thread::PerThreadCounters;
 
 /// A stored value, with when it was stored and for how long it may be served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,11 +54,28 @@ pub struct Stored<V> {
 /// Where a [`StaleCache`] keeps its entries: in process ([`MokaStore`]) or,
 /// in the gateway, on Redis. A store may forget entries early; it must not
 /// return a value for another key.
+///
+/// The trait is object-safe (its futures are boxed), so a store can be chosen
+/// at run time: `StaleCache<K, V, Box<dyn StaleStore<K, V>>>`. One allocation
+/// per lookup is small beside a network round trip to the store.
 pub trait StaleStore<K, V>: Send + Sync + fmt::Debug + 'static {
     /// The entry for `key`, if still held.
-    fn get(&self, key: &K) -> impl Future<Output = Option<Stored<V>>> + Send;
+    fn get<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Option<Stored<V>>>;
     /// Stores `entry` under `key`, replacing any previous one.
-    fn put(&self, key: K, entry: Stored<V>) -> impl Future<Output = ()> + Send;
+    fn put(&self, key: K, entry: Stored<V>) -> BoxFuture<'_, ()>;
+}
+
+impl<K, V, T> StaleStore<K, V> for Box<T>
+where
+    T: StaleStore<K, V> + ?Sized,
+{
+    fn get<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Option<Stored<V>>> {
+        (**self).get(key)
+    }
+
+    fn put(&self, key: K, entry: Stored<V>) -> BoxFuture<'_, ()> {
+        (**self).put(key, entry)
+    }
 }
 
 /// An in-process [`StaleStore`] on `moka::future::Cache`, bounded in entries
@@ -84,15 +102,23 @@ where
     K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// At most `max_entries` entries, each dropped `ttl` after it was stored.
+    /// At most `max_entries` entries, each dropped (in real time) a little
+    /// after `ttl`: [`StaleCache`] judges expiry on its own clock, and moka's
+    /// TTL only bounds memory, so it must never drop an entry before ours.
     pub fn new(max_entries: u64, ttl: Duration) -> Self {
         MokaStore {
             cache: moka::future::Cache::builder()
                 .max_capacity(max_entries)
-                .time_to_live(ttl)
+                .time_to_live(memory_bound(ttl))
                 .build(),
         }
     }
+}
+
+/// moka's TTL: ours plus a tenth (at least a second), so real-time eviction
+/// never beats the expiry [`StaleCache`] reads on its clock.
+fn memory_bound(ttl: Duration) -> Duration {
+    ttl.saturating_add((ttl / 10).max(Duration::from_secs(1)))
 }
 
 impl<K, V> StaleStore<K, V> for MokaStore<K, V>
@@ -100,23 +126,43 @@ where
     K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    async fn get(&self, key: &K) -> Option<Stored<V>> {
-        self.cache.get(key).await
+    fn get<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Option<Stored<V>>> {
+        Box::pin(self.cache.get(key))
     }
 
-    async fn put(&self, key: K, entry: Stored<V>) {
-        self.cache.insert(key, entry).await;
+    fn put(&self, key: K, entry: Stored<V>) -> BoxFuture<'_, ()> {
+        Box::pin(self.cache.insert(key, entry))
     }
 }
 
 /// Default bound on a [`StaleCache`]'s entries.
 pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
 
+/// What a [`StaleCache`] has done so far, summed over threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StaleCacheMetrics {
+    /// Fresh successes stored.
+    pub stored: u64,
+    /// Failures answered with a stored value.
+    pub served_stale: u64,
+    /// Failures the cache could not answer (no entry, or too old).
+    pub missed: u64,
+    /// Failures passed through because `call_when`'s predicate refused them.
+    pub passed_through: u64,
+}
+
+const STORED: usize = 0;
+const SERVED_STALE: usize = 1;
+const MISSED: usize = 2;
+const PASSED_THROUGH: usize = 3;
+
 /// Stores every success, serves the stored value only on failure.
 pub struct StaleCache<K, V, S = MokaStore<K, V>> {
     store: Arc<S>,
     ttl: Duration,
     clock: Arc<dyn Clock>,
+    // Shared by clones; per-thread so counting never contends on the hot path.
+    counts: Arc<PerThreadCounters<4>>,
     _types: std::marker::PhantomData<fn(K) -> V>,
 }
 
@@ -126,6 +172,7 @@ impl<K, V, S> Clone for StaleCache<K, V, S> {
             store: self.store.clone(),
             ttl: self.ttl,
             clock: self.clock.clone(),
+            counts: self.counts.clone(),
             _types: std::marker::PhantomData,
         }
     }
@@ -168,6 +215,7 @@ where
             store: Arc::new(store),
             ttl,
             clock: Arc::new(clock),
+            counts: Arc::default(),
             _types: std::marker::PhantomData,
         }
     }
@@ -175,6 +223,17 @@ where
     /// The TTL.
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// What the cache (and its clones) have done so far.
+    pub fn metrics(&self) -> StaleCacheMetrics {
+        let [stored, served_stale, missed, passed_through] = self.counts.sum();
+        StaleCacheMetrics {
+            stored,
+            served_stale,
+            missed,
+            passed_through,
+        }
     }
 
     /// Stores `value` as the latest good answer for `key`.
@@ -185,6 +244,7 @@ where
             ttl: self.ttl,
         };
         self.store.put(key, entry).await;
+        self.counts.bump(STORED);
     }
 
     /// The stored value for `key` and its age, unless missing or older than its TTL.
@@ -201,20 +261,44 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
+        self.call_when(key, call, |_| true).await
+    }
+
+    /// As [`call`](Self::call), but only errors for which `serve_stale`
+    /// returns `true` are answered from the cache; the others are returned
+    /// as they are (say, a 404 that a stale copy must not hide).
+    pub async fn call_when<F, Fut, E>(
+        &self,
+        key: K,
+        call: F,
+        serve_stale: impl FnOnce(&E) -> bool,
+    ) -> Result<Fallback<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
         match call().await {
             Ok(v) => {
                 self.store(key, v.clone()).await;
                 Ok(Fallback::fresh(v))
             }
+            Err(e) if !serve_stale(&e) => {
+                self.counts.bump(PASSED_THROUGH);
+                Err(e)
+            }
             Err(e) => match self.lookup(&key).await {
                 Some((value, age)) => {
+                    self.counts.bump(SERVED_STALE);
                     tracing::warn!(age_ms = age.as_millis() as u64, "serving stale value");
                     Ok(Fallback {
                         value,
                         mode: Degraded::Stale { age },
                     })
                 }
-                None => Err(e),
+                None => {
+                    self.counts.bump(MISSED);
+                    Err(e)
+                }
             },
         }
     }

@@ -5,7 +5,8 @@
 //! Bodies follow seeds 000 and 002: `status`, `timestamp` (RFC 3339, read
 //! from an injectable wall [`Clock`]), one entry per dependency with its
 //! latency, and a `failed` map of name to reason; readiness answers 200 or 503.
-//! With the cargo feature `axum`, [`axum::router`] serves both routes.
+//! [`HealthService`] serves both routes as a plain tower service (for hyper);
+//! with the cargo feature `axum`, [`axum::router`] serves them in axum.
 //!
 //! ```
 //! use rempart::health::HealthRegistry;
@@ -24,6 +25,9 @@
 #[cfg(feature = "axum")]
 pub mod axum;
 mod rfc3339;
+mod service;
+
+pub use service::HealthService;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -69,6 +73,7 @@ struct Shared {
     default_timeout: Duration,
     wall: Arc<dyn Clock>,
     accepting: AtomicBool,
+    shutdown: Option<crate::shutdown::Shutdown>,
 }
 
 /// Named dependency checks. Cheap to clone; clones share the checks and the
@@ -83,7 +88,7 @@ impl fmt::Debug for HealthRegistry {
         let names: Vec<&str> = self.shared.checks.iter().map(|e| e.name.as_str()).collect();
         f.debug_struct("HealthRegistry")
             .field("checks", &names)
-            .field("accepting", &self.shared.accepting.load(Ordering::Relaxed))
+            .field("accepting", &self.accepting())
             .finish()
     }
 }
@@ -176,6 +181,7 @@ impl HealthRegistry {
                 default_timeout: DEFAULT_CHECK_TIMEOUT,
                 wall: Arc::new(UnixClock::new()),
                 accepting: AtomicBool::new(true),
+                shutdown: None,
             }),
         }
     }
@@ -195,6 +201,7 @@ impl HealthRegistry {
             default_timeout: s.default_timeout,
             wall: s.wall.clone(),
             accepting: AtomicBool::new(s.accepting.load(Ordering::Relaxed)),
+            shutdown: s.shutdown.clone(),
         });
         f(&mut shared);
         HealthRegistry {
@@ -247,6 +254,35 @@ impl HealthRegistry {
     /// shutdown, readiness turns 503 so load balancers stop sending work.
     pub fn set_accepting(&self, accepting: bool) {
         self.shared.accepting.store(accepting, Ordering::Release);
+    }
+
+    /// Readiness turns 503 as soon as `shutdown` is triggered (by a signal
+    /// or a call), with no task to spawn: the flag is read at each check.
+    ///
+    /// ```
+    /// use rempart::health::HealthRegistry;
+    /// use rempart::shutdown::Shutdown;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let shutdown = Shutdown::new();
+    /// let health = HealthRegistry::new().follow_shutdown(&shutdown);
+    /// assert!(health.readiness().await.is_ready());
+    /// shutdown.trigger();
+    /// assert_eq!(health.readiness().await.status_code(), 503);
+    /// # });
+    /// ```
+    pub fn follow_shutdown(self, shutdown: &crate::shutdown::Shutdown) -> Self {
+        let shutdown = shutdown.clone();
+        self.edit(|s| s.shutdown = Some(shutdown))
+    }
+
+    fn accepting(&self) -> bool {
+        self.shared.accepting.load(Ordering::Acquire)
+            && !self
+                .shared
+                .shutdown
+                .as_ref()
+                .is_some_and(|s| s.is_triggered())
     }
 
     fn timestamp(&self) -> String {
@@ -312,7 +348,7 @@ impl HealthRegistry {
                 );
             }
         }
-        if !self.shared.accepting.load(Ordering::Acquire) {
+        if !self.accepting() {
             failed.insert("shutdown".to_owned(), "shutting down".to_owned());
         }
         for (name, reason) in &failed {
