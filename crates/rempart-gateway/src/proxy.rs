@@ -17,9 +17,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use rempart::CircuitBreaker;
 use rempart::bulkhead::{Bulkhead, PermitBody};
@@ -27,6 +24,7 @@ use rempart::circuit_breaker::{CircuitBreakerBuilder, SlidingWindow};
 use rempart::clock::{Clock, Instant};
 use rempart::rng::{Rng, SplitMix64};
 
+use crate::client::UpstreamClient;
 use crate::client_limit::ClientLimiter;
 use crate::config::{BackoffKind, CacheBackend, GatewayConfig, JitterKind, RetryOn, ServiceConfig};
 use crate::headers;
@@ -40,8 +38,6 @@ use rempart::retry::{Backoff, Jitter, RetryBudget};
 /// The body of every response the gateway sends: either one it made (errors,
 /// fallbacks) or an upstream's, streamed through.
 pub type Body = Either<Full<Bytes>, Either<Incoming, PermitBody<Incoming>>>;
-
-type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A downstream service as the gateway runs it.
 #[derive(Debug)]
@@ -300,12 +296,7 @@ impl Gateway {
             None,
             &mut ReloadReport::default(),
         )?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let client = UpstreamClient::new(Duration::from_secs(5));
         metrics.set_breakers(state.services.iter().map(|s| s.breaker.clone()));
         metrics.set_bulkheads(state.services.iter().filter_map(|s| s.bulkhead.as_ref()));
         Ok(Gateway {
