@@ -6,6 +6,7 @@
 //! service's total timeout → the outcome recorded on the breaker and the host
 //! → on failure, the fallback: a degraded 503 JSON body with `Retry-After`.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use rempart::circuit_breaker::{CircuitBreakerBuilder, SlidingWindow};
 use rempart::clock::{Clock, Instant};
 use rempart::rng::{Rng, SplitMix64};
 
-use crate::client::UpstreamClient;
+use crate::client::{UpstreamBody, UpstreamClient, UpstreamRequest, is_idempotent};
 use crate::client_limit::ClientLimiter;
 use crate::config::{BackoffKind, CacheBackend, GatewayConfig, JitterKind, RetryOn, ServiceConfig};
 use crate::headers;
@@ -37,7 +38,7 @@ use rempart::retry::{Backoff, Jitter, RetryBudget};
 
 /// The body of every response the gateway sends: either one it made (errors,
 /// fallbacks) or an upstream's, streamed through.
-pub type Body = Either<Full<Bytes>, Either<Incoming, PermitBody<Incoming>>>;
+pub type Body = Either<Full<Bytes>, Either<UpstreamBody, PermitBody<UpstreamBody>>>;
 
 /// A downstream service as the gateway runs it.
 #[derive(Debug)]
@@ -522,24 +523,19 @@ impl Gateway {
             };
             let left = remaining(deadline, s.clock.now());
             let try_limit = service.config.per_try_timeout.map_or(left, |t| t.min(left));
-            let uri = upstream_uri(
-                &service.upstreams.hosts()[host].url,
-                path_and_query.as_deref(),
-                &parts.uri,
-            );
-            let mut req = Request::builder()
-                .method(parts.method.clone())
-                .uri(uri)
-                .version(http::Version::HTTP_11)
-                .body(Full::new(body.clone()))
-                .expect("method, uri and version come from a valid request");
-            // The last attempt takes the headers; earlier ones copy them.
-            *req.headers_mut() = if attempt >= attempts {
-                std::mem::take(&mut parts.headers)
-            } else {
-                parts.headers.clone()
+            let base = &service.upstreams.hosts()[host].url;
+            let Some(authority) = base.authority() else {
+                break Err(Refusal::Unreachable);
             };
-            let outcome = match tokio::time::timeout(try_limit, s.client.request(req)).await {
+            let target = upstream_target(base, path_and_query.as_deref(), &parts.uri);
+            let req = UpstreamRequest {
+                method: &parts.method,
+                target: &target,
+                headers: &parts.headers,
+                body: &body,
+            };
+            let outcome = match tokio::time::timeout(try_limit, s.client.send(authority, req)).await
+            {
                 Ok(Ok(resp)) => {
                     if resp.status().is_server_error() {
                         service.upstreams.failure(host);
@@ -700,8 +696,11 @@ impl Gateway {
     }
 }
 
+// Lives on the stack for one attempt; boxing the common variant would cost an
+// allocation per request to save a few hundred bytes of stack.
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
-    Answered(Response<Incoming>),
+    Answered(Response<UpstreamBody>),
     Connect,
     Reset,
     Timeout,
@@ -721,14 +720,6 @@ impl Attempt {
 
 fn remaining(deadline: Instant, now: Instant) -> Duration {
     deadline.saturating_duration_since(now)
-}
-
-/// RFC 9110 9.2.2: methods whose repetition has the effect of one request.
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 /// The library's backoff and jitter for a service's `retry` settings.
@@ -769,26 +760,17 @@ fn backoff_delay(
     )
 }
 
-/// The upstream URI: `base`'s scheme and authority, its path as a prefix, then
-/// `rewritten` (a stripped path) or else the client's own path and query.
-fn upstream_uri(base: &Uri, rewritten: Option<&str>, client: &Uri) -> Uri {
+/// The request target upstream: `base`'s path as a prefix, then `rewritten`
+/// (a stripped path) or else the client's own path and query. Borrowed from
+/// the client's request in the common case of neither.
+fn upstream_target<'a>(base: &Uri, rewritten: Option<&'a str>, client: &'a Uri) -> Cow<'a, str> {
     let prefix = base.path().trim_end_matches('/');
-    let mut b = Uri::builder().scheme(base.scheme_str().unwrap_or("http"));
-    if let Some(a) = base.authority() {
-        b = b.authority(a.clone());
+    let tail = rewritten.unwrap_or_else(|| client.path_and_query().map_or("/", |pq| pq.as_str()));
+    if prefix.is_empty() {
+        Cow::Borrowed(tail)
+    } else {
+        Cow::Owned(format!("{prefix}{tail}"))
     }
-    let b = match (prefix.is_empty(), rewritten) {
-        (true, None) => match client.path_and_query() {
-            Some(pq) => b.path_and_query(pq.clone()),
-            None => b.path_and_query("/"),
-        },
-        (_, rewritten) => {
-            let tail =
-                rewritten.unwrap_or_else(|| client.path_and_query().map_or("/", |pq| pq.as_str()));
-            b.path_and_query(format!("{prefix}{tail}"))
-        }
-    };
-    b.build().unwrap_or_else(|_| base.clone())
 }
 
 fn too_large(limit: u64) -> Response<Body> {
@@ -892,22 +874,14 @@ mod tests {
     }
 
     #[test]
-    fn upstream_uris_keep_the_base_path() {
+    fn upstream_targets_keep_the_base_path() {
         let base: Uri = "http://127.0.0.1:7003/api/".parse().unwrap();
         let client: Uri = "/reports?x=1".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&base, None, &client).to_string(),
-            "http://127.0.0.1:7003/api/reports?x=1"
-        );
+        assert_eq!(upstream_target(&base, None, &client), "/api/reports?x=1");
         let bare: Uri = "http://127.0.0.1:7003".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&bare, None, &client).to_string(),
-            "http://127.0.0.1:7003/reports?x=1"
-        );
-        assert_eq!(
-            upstream_uri(&bare, Some("/7"), &client).to_string(),
-            "http://127.0.0.1:7003/7"
-        );
+        assert_eq!(upstream_target(&bare, None, &client), "/reports?x=1");
+        assert_eq!(upstream_target(&bare, Some("/7"), &client), "/7");
+        assert_eq!(upstream_target(&base, Some("/7"), &client), "/api/7");
     }
 }
 
