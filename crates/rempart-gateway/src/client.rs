@@ -63,7 +63,7 @@ impl std::error::Error for ClientError {}
 /// Largest response head accepted from an upstream.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most response header fields accepted from an upstream.
-const MAX_HEADERS: usize = 128;
+const MAX_HEADERS: usize = 100;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
 /// A request body up to this size is copied behind the head: one write.
@@ -332,33 +332,21 @@ fn encode_head(out: &mut Vec<u8>, authority: &Authority, req: &UpstreamRequest<'
 
 /// Reads one response head; `None` for an interim (1xx) one, consumed.
 async fn read_head(conn: &mut Connection, method: &Method) -> Result<Option<Head>, Exchange> {
+    let bad = |why| Exchange::Failed(ClientError::BadResponse(why));
     let mut got_any = !conn.read.is_empty();
     loop {
         if !conn.read.is_empty() {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut fields);
-            match parsed.parse(&conn.read) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let head = build_head(&parsed, method);
-                    conn.read.advance(len);
-                    return head.map_err(|why| Exchange::Failed(ClientError::BadResponse(why)));
+            let mut fields = [(0, 0, 0, 0); MAX_HEADERS];
+            match scan_head(&conn.read, &mut fields) {
+                Ok(Some(scan)) => {
+                    // The head's bytes become the header values' storage: no
+                    // copy per field.
+                    let raw = conn.read.split_to(scan.len).freeze();
+                    return build_head(&scan, &fields[..scan.count], &raw, method).map_err(bad);
                 }
-                Ok(httparse::Status::Partial) if conn.read.len() < MAX_HEAD_BYTES => {}
-                Ok(httparse::Status::Partial) => {
-                    return Err(Exchange::Failed(ClientError::BadResponse(
-                        "response head larger than 64 KiB",
-                    )));
-                }
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(Exchange::Failed(ClientError::BadResponse(
-                        "more than 128 header fields",
-                    )));
-                }
-                Err(_) => {
-                    return Err(Exchange::Failed(ClientError::BadResponse(
-                        "malformed response head",
-                    )));
-                }
+                Ok(None) if conn.read.len() < MAX_HEAD_BYTES => {}
+                Ok(None) => return Err(bad("response head larger than 64 KiB")),
+                Err(why) => return Err(bad(why)),
             }
         }
         match conn.fill().await {
@@ -381,58 +369,118 @@ async fn read_head(conn: &mut Connection, method: &Method) -> Result<Option<Head
     }
 }
 
-/// The response head from `parsed`, and its body's framing (RFC 9112 6.3).
+/// A complete response head, located in the read buffer.
+struct Scan {
+    /// Length of the head, blank line included.
+    len: usize,
+    code: u16,
+    version: Version,
+    /// How many fields the head has.
+    count: usize,
+    length: Option<u64>,
+    transfer_encoding: bool,
+    chunked: bool,
+    close: bool,
+}
+
+/// A field's name and value, as byte ranges of the head.
+type FieldSpan = (u32, u32, u32, u32);
+
+/// Finds a complete head at the start of `buf` (`None`: not all here yet),
+/// where its fields are (into `fields`) and what frames its body.
+fn scan_head(
+    buf: &[u8],
+    fields: &mut [FieldSpan; MAX_HEADERS],
+) -> Result<Option<Scan>, &'static str> {
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err("more than 100 header fields"),
+        Err(_) => return Err("malformed response head"),
+    };
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut scan = Scan {
+        len,
+        code: parsed.code.ok_or("no status code")?,
+        version,
+        count: parsed.headers.len(),
+        length: None,
+        transfer_encoding: false,
+        chunked: false,
+        close: version == Version::HTTP_10,
+    };
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start as u32, (start + s.len()) as u32)
+    };
+    for (i, h) in parsed.headers.iter().enumerate() {
+        let (ns, ne) = span(h.name.as_bytes());
+        let (vs, ve) = span(h.value);
+        fields[i] = (ns, ne, vs, ve);
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or("bad Content-Length")?;
+            if scan.length.is_some_and(|l| l != n) {
+                return Err("conflicting Content-Length values");
+            }
+            scan.length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            scan.transfer_encoding = true;
+            // Only the last coding frames the message.
+            scan.chunked = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    scan.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    scan.close = false;
+                }
+            }
+        }
+    }
+    Ok(Some(scan))
+}
+
+/// The response head `scan` found in `raw`, and its body's framing
+/// (RFC 9112 6.3); `None` for an interim (1xx) answer.
 fn build_head(
-    parsed: &httparse::Response<'_, '_>,
+    scan: &Scan,
+    fields: &[FieldSpan],
+    raw: &Bytes,
     method: &Method,
 ) -> Result<Option<Head>, &'static str> {
-    let code = parsed.code.ok_or("no status code")?;
-    let status = StatusCode::from_u16(code).map_err(|_| "status code out of range")?;
+    let status = StatusCode::from_u16(scan.code).map_err(|_| "status code out of range")?;
     if status.is_informational() {
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err("101 Switching Protocols without an upgrade request");
         }
         return Ok(None);
     }
-    let version = match parsed.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut has_te = false;
-    let mut close = version == Version::HTTP_10;
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "bad header name")?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| "bad header value")?;
-        if name == header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or("bad Content-Length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting Content-Length values");
-            }
-            length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
-            has_te = true;
-            // Only the last coding frames the message.
-            chunked = h
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    close = false;
-                }
-            }
-        }
+    let mut headers = HeaderMap::with_capacity(scan.count);
+    for &(ns, ne, vs, ve) in fields {
+        let name = HeaderName::from_bytes(&raw[ns as usize..ne as usize])
+            .map_err(|_| "bad header name")?;
+        let value = HeaderValue::from_maybe_shared(raw.slice(vs as usize..ve as usize))
+            .map_err(|_| "bad header value")?;
         headers.append(name, value);
     }
     let framing = if *method == Method::HEAD
@@ -440,25 +488,25 @@ fn build_head(
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Length(0)
-    } else if has_te {
-        if chunked {
+    } else if scan.transfer_encoding {
+        if scan.chunked {
             Framing::Chunked(Chunk::Size)
         } else {
             Framing::UntilClose
         }
-    } else if let Some(n) = length {
+    } else if let Some(n) = scan.length {
         Framing::Length(n)
     } else {
         Framing::UntilClose
     };
-    if has_te {
+    if scan.transfer_encoding {
         // The body is relayed decoded; the gateway's own side frames it anew.
         headers.remove(header::CONTENT_LENGTH);
     }
-    let keep_alive = !close && !matches!(framing, Framing::UntilClose);
+    let keep_alive = !scan.close && !matches!(framing, Framing::UntilClose);
     let mut response = Response::new(());
     *response.status_mut() = status;
-    *response.version_mut() = version;
+    *response.version_mut() = scan.version;
     *response.headers_mut() = headers;
     Ok(Some(Head {
         response,

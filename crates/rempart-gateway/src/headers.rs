@@ -4,12 +4,17 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use rempart::rng::{Rng, SplitMix64};
 
 /// The request id header, propagated when the client sends a sane one.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// `X-Forwarded-For`. Named once: a header looked up by `&str` is parsed
+/// into a name on every call.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The client's address.
 ///
@@ -38,7 +43,7 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Ip
     }
     // Every X-Forwarded-For line, right to left.
     let hops = headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .collect::<Vec<_>>()
         .into_iter()
@@ -74,7 +79,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// Headers meaningful only on one connection, never forwarded (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -88,6 +93,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Transfer-Encoding` is left to hyper, which re-frames the body itself.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names (compared as known
+    // headers, no hashing) spares a dozen lookups that would find nothing.
+    if !headers.keys().any(|k| HOP_BY_HOP.iter().any(|h| h == k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -110,34 +120,72 @@ pub fn append_forwarded(
 ) {
     let peer = canonical(peer);
     if !peer_trusted {
-        headers.remove("x-forwarded-for");
+        headers.remove(X_FORWARDED_FOR);
         headers.remove(header::FORWARDED);
     }
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    let mut node = String::with_capacity(48);
+    write_ip(&mut node, peer);
+    let mut xff = Vec::with_capacity(64);
+    if let Some(prior) = headers.get(X_FORWARDED_FOR) {
+        xff.extend_from_slice(prior.as_bytes());
+        xff.extend_from_slice(b", ");
     }
-    let node = match peer {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut element = format!("for={node};proto=http");
-    if let Some(host) = host.and_then(|h| h.to_str().ok())
+    xff.extend_from_slice(node.as_bytes());
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    let mut fwd = Vec::with_capacity(96);
+    if let Some(prior) = headers.get(header::FORWARDED) {
+        fwd.extend_from_slice(prior.as_bytes());
+        fwd.extend_from_slice(b", ");
+    }
+    fwd.extend_from_slice(b"for=");
+    if peer.is_ipv6() {
+        // RFC 7239: an IPv6 node is bracketed and quoted.
+        fwd.extend_from_slice(b"\"[");
+        fwd.extend_from_slice(node.as_bytes());
+        fwd.extend_from_slice(b"]\"");
+    } else {
+        fwd.extend_from_slice(node.as_bytes());
+    }
+    fwd.extend_from_slice(b";proto=http");
+    if let Some(host) = host
         && host
-            .chars()
-            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+            .as_bytes()
+            .iter()
+            .all(|&c| c.is_ascii_graphic() && c != b'"' && c != b'\\')
     {
-        element.push_str(&format!(";host=\"{host}\""));
+        fwd.extend_from_slice(b";host=\"");
+        fwd.extend_from_slice(host.as_bytes());
+        fwd.push(b'"');
     }
-    let fwd = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {element}"),
-        None => element,
-    };
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(fwd)) {
         headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// `ip` in its usual text form; IPv4 without the formatting machinery, which
+/// costs more than the rest of this module per request.
+fn write_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -160,8 +208,14 @@ fn new_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let seed = *SEED.get_or_init(|| SplitMix64::from_entropy().next_u64());
     let mut rng = SplitMix64::seeded(seed ^ COUNTER.fetch_add(1, Ordering::Relaxed));
-    let id = format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64());
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    for (half, word) in [rng.next_u64(), rng.next_u64()].into_iter().enumerate() {
+        for i in 0..16 {
+            id[half * 16 + i] = HEX[(word >> (60 - 4 * i)) as usize & 0xf];
+        }
+    }
+    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
 }
 
 #[cfg(test)]

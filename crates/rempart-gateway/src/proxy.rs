@@ -181,6 +181,9 @@ pub struct ReloadReport {
     pub needs_restart: Vec<String>,
 }
 
+/// Marks an answer the gateway made up for a failing service.
+const X_DEGRADED_MODE: http::HeaderName = http::HeaderName::from_static("x-degraded-mode");
+
 /// Retries a service keeps in reserve beyond its `budget_percent`.
 const RETRY_RESERVE: u32 = 10;
 
@@ -657,7 +660,7 @@ impl Gateway {
             h.insert(header::CONTENT_TYPE, ct);
         }
         h.insert(header::AGE, HeaderValue::from(age.as_secs()));
-        h.insert("x-degraded-mode", HeaderValue::from_static("true"));
+        h.insert(X_DEGRADED_MODE, HeaderValue::from_static("true"));
         Some(resp)
     }
 
@@ -691,7 +694,7 @@ impl Gateway {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         resp.headers_mut()
-            .insert("x-degraded-mode", HeaderValue::from_static("true"));
+            .insert(X_DEGRADED_MODE, HeaderValue::from_static("true"));
         resp
     }
 }
