@@ -83,12 +83,12 @@ pub struct UpstreamClient {
 /// One host's idle connections.
 #[derive(Debug)]
 struct HostPool {
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Box<Connection>>>,
     max_idle: usize,
 }
 
 impl HostPool {
-    fn put(&self, conn: Connection) {
+    fn put(&self, conn: Box<Connection>) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.max_idle {
             idle.push(conn);
@@ -96,7 +96,7 @@ impl HostPool {
     }
 
     /// The most recently used idle connection that is still open.
-    fn take(&self) -> Option<Connection> {
+    fn take(&self) -> Option<Box<Connection>> {
         loop {
             let conn = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
             if conn.still_open() {
@@ -205,7 +205,7 @@ impl UpstreamClient {
         p
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<Connection, ClientError> {
+    async fn connect(&self, authority: &Authority) -> Result<Box<Connection>, ClientError> {
         let addr = (authority.host(), authority.port_u16().unwrap_or(80));
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
@@ -214,11 +214,13 @@ impl UpstreamClient {
             })?
             .map_err(ClientError::Connect)?;
         let _ = stream.set_nodelay(true);
-        Ok(Connection {
+        // Boxed once for its life: bodies and futures that hold it stay small
+        // and cheap to move.
+        Ok(Box::new(Connection {
             stream,
             read: BytesMut::with_capacity(READ_CHUNK),
             write: Vec::with_capacity(1024),
-        })
+        }))
     }
 }
 
@@ -254,7 +256,7 @@ struct Head {
 }
 
 impl Head {
-    fn into_response(self, conn: Connection, pool: Arc<HostPool>) -> Response<UpstreamBody> {
+    fn into_response(self, conn: Box<Connection>, pool: Arc<HostPool>) -> Response<UpstreamBody> {
         let mut body = UpstreamBody {
             conn: Some(conn),
             framing: self.framing,
@@ -551,7 +553,7 @@ enum Chunk {
 /// asks for it.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    conn: Option<Connection>,
+    conn: Option<Box<Connection>>,
     framing: Framing,
     /// Where the connection goes back at the end, if it may be reused.
     pool: Option<Arc<HostPool>>,
