@@ -90,6 +90,18 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// [`HOP_BY_HOP`] as text, for comparing tokens without building names.
+const HOP_BY_HOP_NAMES: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Transfer-Encoding` is left to hyper, which re-frames the body itself.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -97,7 +109,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // name still costs a hash, and most messages carry at most `Connection`.
     let mut present = 0u8;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h.as_str() == name.as_str()) {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present |= 1 << i;
         }
     }
@@ -112,9 +124,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .map(<[u8]>::trim_ascii)
         .filter(|t| {
             !t.eq_ignore_ascii_case(b"close")
-                && !HOP_BY_HOP
+                && !HOP_BY_HOP_NAMES
                     .iter()
-                    .any(|h| t.eq_ignore_ascii_case(h.as_str().as_bytes()))
+                    .any(|h| t.eq_ignore_ascii_case(h.as_bytes()))
         })
         .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect();
