@@ -172,7 +172,8 @@ impl UpstreamClient {
     }
 
     /// Sends `req` to `authority` and returns the response with its body
-    /// still to be read from the connection.
+    /// still to be read from the connection. The response's headers are the
+    /// end-to-end ones: hop-by-hop fields (RFC 9110 7.6.1) are already gone.
     pub async fn send(
         &self,
         authority: &Authority,
@@ -388,6 +389,8 @@ struct Scan {
     transfer_encoding: bool,
     chunked: bool,
     close: bool,
+    /// `Connection` names fields beyond the usual tokens: they must go too.
+    connection_lists_fields: bool,
 }
 
 /// A field's name and value, as byte ranges of the head.
@@ -425,6 +428,7 @@ fn scan_head(
         transfer_encoding: false,
         chunked: false,
         close: version == Version::HTTP_10,
+        connection_lists_fields: false,
     };
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| {
@@ -458,8 +462,12 @@ fn scan_head(
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     scan.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    scan.close = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    if version == Version::HTTP_10 {
+                        scan.close = false;
+                    }
+                } else if !token.is_empty() {
+                    scan.connection_lists_fields = true;
                 }
             }
         }
@@ -484,8 +492,13 @@ fn build_head(
     }
     let mut headers = HeaderMap::with_capacity(scan.count);
     for &(ns, ne, vs, ve) in fields {
-        let name = HeaderName::from_bytes(&raw[ns as usize..ne as usize])
-            .map_err(|_| "bad header name")?;
+        let raw_name = &raw[ns as usize..ne as usize];
+        // Hop-by-hop fields end here, unless `Connection` lists others, which
+        // the full strip below handles with the `Connection` field in place.
+        if !scan.connection_lists_fields && crate::headers::is_hop_by_hop(raw_name) {
+            continue;
+        }
+        let name = HeaderName::from_bytes(raw_name).map_err(|_| "bad header name")?;
         let value = HeaderValue::from_maybe_shared(raw.slice(vs as usize..ve as usize))
             .map_err(|_| "bad header value")?;
         headers.append(name, value);
@@ -506,6 +519,9 @@ fn build_head(
     } else {
         Framing::UntilClose
     };
+    if scan.connection_lists_fields {
+        crate::headers::strip_hop_by_hop(&mut headers);
+    }
     if scan.transfer_encoding {
         // The body is relayed decoded; the gateway's own side frames it anew.
         headers.remove(header::CONTENT_LENGTH);

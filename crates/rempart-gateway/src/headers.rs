@@ -102,6 +102,15 @@ const HOP_BY_HOP_NAMES: [&str; 8] = [
     "upgrade",
 ];
 
+/// Whether a raw field name is one of [`HOP_BY_HOP`], in any case.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    // Lengths first: most names are ruled out without a comparison.
+    matches!(name.len(), 2 | 7 | 10 | 16 | 18 | 19)
+        && HOP_BY_HOP_NAMES
+            .iter()
+            .any(|h| h.len() == name.len() && name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Transfer-Encoding` is left to hyper, which re-frames the body itself.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -288,6 +297,24 @@ mod tests {
         let headers = h(&[("x-forwarded-for", "203.0.113.7, nonsense")]);
         let ip = client_ip("10.0.0.1:1".parse().unwrap(), &headers, &trusted);
         assert_eq!(ip.to_string(), "10.0.0.1");
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_known_in_any_case_and_no_others() {
+        for name in HOP_BY_HOP_NAMES {
+            assert!(is_hop_by_hop(name.as_bytes()));
+            assert!(is_hop_by_hop(name.to_ascii_uppercase().as_bytes()));
+        }
+        for name in [
+            "content-length",
+            "host",
+            "tE ",
+            "connectionx",
+            "x-upgrade",
+            "",
+        ] {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

@@ -602,8 +602,8 @@ impl Gateway {
                     permit.success();
                     service.counters.count(Outcome::Success);
                 }
-                let (mut rparts, rbody) = resp.into_parts();
-                headers::strip_hop_by_hop(&mut rparts.headers);
+                // The client has already dropped the hop-by-hop fields.
+                let (rparts, rbody) = resp.into_parts();
                 // A 200 small enough to keep is read whole and kept for later
                 // fallbacks; anything else streams through.
                 let keepable = rparts

@@ -277,3 +277,33 @@ async fn large_request_and_response_bodies_cross_whole() {
     assert!(got == want, "the body came back altered");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn hop_by_hop_fields_of_the_answer_stay_on_the_upstream_connection() {
+    let (up, _) = raw_upstream(
+        |head| {
+            if head.contains("/listed") {
+                b"HTTP/1.1 200 OK\r\nconnection: keep-alive, x-hop\r\nkeep-alive: timeout=5\r\n\
+                  x-hop: secret\r\nx-end: kept\r\ncontent-length: 2\r\n\r\nok"
+                    .to_vec()
+            } else {
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+                  Upgrade: nothing\r\nX-End: kept\r\ncontent-length: 2\r\n\r\nok"
+                    .to_vec()
+            }
+        },
+        After::KeepOpen,
+    )
+    .await;
+    let gw = gateway(&routes(up)).await;
+    let c = client();
+    for path in ["/plain", "/listed"] {
+        let a = get(&c, format!("http://{}{path}", gw.addr)).await;
+        assert_eq!((a.status, a.body.as_str()), (200, "ok"));
+        assert_eq!(a.headers["x-end"], "kept", "{path}: end-to-end fields pass");
+        for hop in ["keep-alive", "upgrade", "x-hop"] {
+            assert!(!a.headers.contains_key(hop), "{path}: {hop} was forwarded");
+        }
+    }
+    gw.shutdown().await;
+}
