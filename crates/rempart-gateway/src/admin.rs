@@ -107,7 +107,7 @@ async fn ready(State(admin): State<Admin>) -> Response {
         if s.upstreams.available() == 0 {
             failed.insert(
                 s.config.name.clone(),
-                json!("every upstream host is ejected"),
+                json!("every upstream host is ejected or failing its health checks"),
             );
         }
     }
@@ -154,6 +154,7 @@ async fn status(State(admin): State<Admin>) -> impl IntoResponse {
         .map(|s| {
             let m = s.breaker.metrics();
             let [p50, p99] = s.latency.quantiles_ms([0.5, 0.99]);
+            let now = s.upstreams.now();
             json!({
                 "name": s.config.name,
                 "circuit": s.breaker.state().to_string(),
@@ -169,6 +170,14 @@ async fn status(State(admin): State<Admin>) -> impl IntoResponse {
                 "upstreams": s.upstreams.hosts().iter().map(|h| json!({
                     "url": h.url.to_string(),
                     "weight": h.weight,
+                    "ejected": h.is_ejected(now),
+                    "health_check": if s.health_check().is_none() {
+                        "off"
+                    } else if h.is_probed_unhealthy() {
+                        "failing"
+                    } else {
+                        "passing"
+                    },
                 })).collect::<Vec<_>>(),
                 "upstreams_available": s.upstreams.available(),
                 "latency_ms": { "p50": p50, "p99": p99 },

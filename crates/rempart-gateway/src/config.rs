@@ -127,6 +127,28 @@ pub struct ServiceConfig {
     pub retry: Option<RetryConfig>,
     /// What clients get when the service cannot answer.
     pub fallback: FallbackConfig,
+    /// Active probes of each upstream host; `None`: passive ejection only.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// `health_check = { ... }`: a `GET` to each upstream host every `interval`.
+///
+/// A host that fails `unhealthy_threshold` probes in a row takes no traffic
+/// until it passes `healthy_threshold` in a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// Path probed (after the upstream URL's own path). Default `/health`.
+    pub path: String,
+    /// Time between two rounds of probes. Default 5 s.
+    pub interval: Duration,
+    /// Time a probe may take before it counts as failed. Default 1 s.
+    pub timeout: Duration,
+    /// Failed probes in a row that take a host out. Default 3.
+    pub unhealthy_threshold: u32,
+    /// Passed probes in a row that bring it back. Default 2.
+    pub healthy_threshold: u32,
+    /// Statuses that pass, inclusive. Default 200 to 399.
+    pub expected_status: (u16, u16),
 }
 
 /// One upstream of a service.
@@ -871,6 +893,7 @@ impl<'t> Reader<'t> {
                 "circuit_breaker",
                 "retry",
                 "fallback",
+                "health_check",
             ],
         );
         let expected_name = "a name of letters, digits, '-' or '_' (it labels metrics)";
@@ -910,6 +933,7 @@ impl<'t> Reader<'t> {
         let circuit_breaker = self.breaker(s);
         let retry = self.retry(s);
         let fallback = self.fallback(s, circuit_breaker.reset_timeout);
+        let health_check = self.health_check(s);
         Some(ServiceConfig {
             name: name?,
             upstreams,
@@ -919,6 +943,92 @@ impl<'t> Reader<'t> {
             circuit_breaker,
             retry,
             fallback,
+            health_check,
+        })
+    }
+
+    fn health_check(&mut self, s: Section<'_>) -> Option<HealthCheckConfig> {
+        let mut path = String::new();
+        let h = self.sub(s, "health_check", &mut path)?;
+        self.known_keys(
+            h,
+            &[
+                "path",
+                "interval",
+                "timeout",
+                "unhealthy_threshold",
+                "healthy_threshold",
+                "expected_status",
+            ],
+        );
+        let probe_path = self
+            .value(
+                h,
+                "path",
+                "a path starting with '/', e.g. \"/health\"",
+                false,
+                |i| {
+                    let p = i.as_str().ok_or_default()?;
+                    if p.starts_with('/') && p.parse::<http::uri::PathAndQuery>().is_ok() {
+                        Ok(p.to_owned())
+                    } else {
+                        Err(String::new())
+                    }
+                },
+            )
+            .unwrap_or_else(|| "/health".to_owned());
+        let interval = self.duration(h, "interval", Duration::from_secs(5));
+        let timeout = self.duration(h, "timeout", Duration::from_secs(1));
+        if interval < Duration::from_millis(100) {
+            let at = self.entry(h, "interval").map_or(h.at, |e| e.1);
+            self.problem(
+                at,
+                join(h.path, "interval"),
+                "must be at least 100ms: probes more often than that load the upstream more than they tell",
+            );
+        }
+        if timeout.is_zero() || timeout > interval {
+            let at = self.entry(h, "timeout").map_or(h.at, |e| e.1);
+            self.problem(
+                at,
+                join(h.path, "timeout"),
+                format!(
+                    "must be longer than 0s and at most the `interval` ({}), so that one round ends before the next",
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+        let unhealthy_threshold = self.int(h, "unhealthy_threshold", 1, 100, 3) as u32;
+        let healthy_threshold = self.int(h, "healthy_threshold", 1, 100, 2) as u32;
+        let expected_status = self
+            .value(
+                h,
+                "expected_status",
+                "a status such as 200, or an inclusive range such as \"200-399\"",
+                false,
+                |i| {
+                    let valid = |n: i64| (100..=599).contains(&n).then_some(n as u16);
+                    if let Some(n) = i.as_integer() {
+                        return valid(n).map(|n| (n, n)).ok_or_default();
+                    }
+                    let text = i.as_str().ok_or_default()?;
+                    let (lo, hi) = text.split_once('-').ok_or_default()?;
+                    let lo = lo.trim().parse::<i64>().ok().and_then(valid);
+                    let hi = hi.trim().parse::<i64>().ok().and_then(valid);
+                    match (lo, hi) {
+                        (Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi)),
+                        _ => Err(String::new()),
+                    }
+                },
+            )
+            .unwrap_or((200, 399));
+        Some(HealthCheckConfig {
+            path: probe_path,
+            interval,
+            timeout,
+            unhealthy_threshold,
+            healthy_threshold,
+            expected_status,
         })
     }
 

@@ -17,6 +17,7 @@ pub mod client_limit;
 pub mod config;
 pub mod demo;
 pub mod headers;
+pub mod health_check;
 pub mod metrics;
 pub mod proxy;
 pub mod redis_backend;

@@ -29,6 +29,7 @@ use crate::client::{UpstreamBody, UpstreamClient, UpstreamRequest, is_idempotent
 use crate::client_limit::ClientLimiter;
 use crate::config::{BackoffKind, CacheBackend, GatewayConfig, JitterKind, RetryOn, ServiceConfig};
 use crate::headers;
+use crate::health_check::HealthCheck;
 use crate::metrics::{LatencyWindow, Metrics, Outcome, RouteMetrics, ServiceCounters};
 use crate::redis_backend::RedisBackend;
 use crate::router::Router;
@@ -54,6 +55,7 @@ pub struct Service {
     counters: ServiceCounters,
     bulkhead: Option<Bulkhead>,
     retry_budget: Option<Arc<RetryBudget>>,
+    health_check: Option<Arc<HealthCheck>>,
 }
 
 impl Service {
@@ -116,7 +118,26 @@ impl Service {
                 .and_then(|p| RetryBudget::new(p, RETRY_RESERVE).ok())
                 .map(Arc::new),
         };
+        // The checks follow their hosts: kept when neither changed, so a
+        // reload does not forget which hosts are out.
+        let health_check = match previous.filter(|o| {
+            o.config.health_check == config.health_check && Arc::ptr_eq(&o.upstreams, &upstreams)
+        }) {
+            Some(old) => old.health_check.clone(),
+            None => config.health_check.clone().map(|hc| {
+                let check = HealthCheck::new(hc, Arc::clone(&upstreams));
+                check.start();
+                check
+            }),
+        };
+        if health_check.is_none() {
+            // Checks removed by a reload: their verdicts go with them.
+            for i in 0..upstreams.hosts().len() {
+                upstreams.set_probed_healthy(i, true);
+            }
+        }
         Ok(Service {
+            health_check,
             retry_budget,
             latency: previous.map_or_else(Arc::default, |o| Arc::clone(&o.latency)),
             counters: metrics.service(&config.name),
@@ -125,6 +146,11 @@ impl Service {
             bulkhead,
             config,
         })
+    }
+
+    /// Its active health checks, when configured.
+    pub fn health_check(&self) -> Option<&Arc<HealthCheck>> {
+        self.health_check.as_ref()
     }
 
     /// Requests in flight now (0 when the bulkhead is off: nothing counts them).

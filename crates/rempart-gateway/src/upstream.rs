@@ -7,9 +7,13 @@
 //! it has been ejected (capped at [`MAX_EJECTION`]), as Envoy's outlier
 //! detection does; the last host standing is never ejected, so a service with
 //! one host still gets its circuit breaker's judgement rather than none.
+//!
+//! Active health checks ([`crate::health_check`]), when configured, take a
+//! host out of rotation on their own; a host takes traffic only when neither
+//! mechanism has taken it out.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::Uri;
@@ -36,12 +40,25 @@ pub struct Host {
     ejections: AtomicU32,
     /// Clock nanos until which the host is ejected (0: not ejected).
     ejected_until: AtomicU64,
+    /// Out of rotation by its active health checks.
+    probed_unhealthy: AtomicBool,
 }
 
 impl Host {
     /// Whether the host is ejected at `now`.
     pub fn is_ejected(&self, now: Instant) -> bool {
         now.as_nanos() < self.ejected_until.load(Ordering::Acquire)
+    }
+
+    /// Whether its active health checks have taken it out of rotation.
+    pub fn is_probed_unhealthy(&self) -> bool {
+        self.probed_unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether it takes traffic at `now`: neither ejected nor failing its
+    /// health checks.
+    pub fn is_available(&self, now: Instant) -> bool {
+        !self.is_ejected(now) && !self.is_probed_unhealthy()
     }
 }
 
@@ -65,6 +82,7 @@ impl Upstreams {
                 consecutive_failures: AtomicU32::new(0),
                 ejections: AtomicU32::new(0),
                 ejected_until: AtomicU64::new(0),
+                probed_unhealthy: AtomicBool::new(false),
             })
             .collect();
         let total_weight = hosts.iter().map(|h| u64::from(h.weight)).sum();
@@ -76,29 +94,41 @@ impl Upstreams {
         }
     }
 
+    /// Now, on the clock ejections are judged by.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     /// Every host.
     pub fn hosts(&self) -> &[Host] {
         &self.hosts
     }
 
-    /// Hosts not ejected now.
+    /// Hosts taking traffic now: neither ejected nor failing health checks.
     pub fn available(&self) -> usize {
         let now = self.clock.now();
-        self.hosts.iter().filter(|h| !h.is_ejected(now)).count()
+        self.hosts.iter().filter(|h| h.is_available(now)).count()
     }
 
-    /// Picks a host by weight among those not ejected; `None` only if the
+    /// Records what host `i`'s active health checks decided.
+    pub fn set_probed_healthy(&self, i: usize, healthy: bool) {
+        self.hosts[i]
+            .probed_unhealthy
+            .store(!healthy, Ordering::Relaxed);
+    }
+
+    /// Picks a host by weight among those available; `None` only if the
     /// service has no host with a positive weight.
     pub fn pick(&self) -> Option<usize> {
         let now = self.clock.now();
         let live: u64 = self
             .hosts
             .iter()
-            .filter(|h| !h.is_ejected(now))
+            .filter(|h| h.is_available(now))
             .map(|h| u64::from(h.weight))
             .sum();
-        // Everything ejected or weightless: fall back to the configured weights.
-        let (total, skip_ejected) = if live > 0 {
+        // Everything out or weightless: fall back to the configured weights.
+        let (total, skip_unavailable) = if live > 0 {
             (live, true)
         } else {
             (self.total_weight, false)
@@ -109,7 +139,7 @@ impl Upstreams {
         let n = self.picks.fetch_add(1, Ordering::Relaxed);
         let mut r = mix(n) % total;
         for (i, h) in self.hosts.iter().enumerate() {
-            if skip_ejected && h.is_ejected(now) {
+            if skip_unavailable && !h.is_available(now) {
                 continue;
             }
             let w = u64::from(h.weight);

@@ -293,3 +293,62 @@ fn a_missing_file_is_a_read_error_naming_the_file() {
     assert!(matches!(err, ConfigError::Read { .. }));
     assert!(err.to_string().contains("/nonexistent/gw.toml"), "{err}");
 }
+
+#[test]
+fn health_checks_are_off_unless_asked_for_and_take_documented_defaults() {
+    let c = GatewayConfig::parse(MINIMAL, "gw.toml").unwrap();
+    assert_eq!(c.service("users").unwrap().health_check, None);
+    let text = MINIMAL.replace(
+        "upstreams = [",
+        "health_check = { unhealthy_threshold = 5 }\nupstreams = [",
+    );
+    let c = GatewayConfig::parse(&text, "gw.toml").unwrap();
+    let h = c.service("users").unwrap().health_check.clone().unwrap();
+    assert_eq!(h.path, "/health");
+    assert_eq!(h.interval, Duration::from_secs(5));
+    assert_eq!(h.timeout, Duration::from_secs(1));
+    assert_eq!((h.unhealthy_threshold, h.healthy_threshold), (5, 2));
+    assert_eq!(h.expected_status, (200, 399));
+    let text = MINIMAL.replace(
+        "upstreams = [",
+        "health_check = { path = \"/ping?deep=1\", expected_status = 204 }\nupstreams = [",
+    );
+    let c = GatewayConfig::parse(&text, "gw.toml").unwrap();
+    let h = c.service("users").unwrap().health_check.clone().unwrap();
+    assert_eq!(
+        (h.path.as_str(), h.expected_status),
+        ("/ping?deep=1", (204, 204))
+    );
+}
+
+#[test]
+fn bad_health_check_settings_are_each_named_with_what_would_do() {
+    let text = MINIMAL.replace(
+        "upstreams = [",
+        "health_check = { path = \"health\", interval = \"5s\", timeout = \"10s\", healthy_threshold = 0, expected_status = \"399-200\", every = \"5s\" }\nupstreams = [",
+    );
+    let p = problems(&text);
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "services[0].health_check.path",
+        "services[0].health_check.timeout",
+        "services[0].health_check.healthy_threshold",
+        "services[0].health_check.expected_status",
+        "services[0].health_check.every",
+    ] {
+        assert!(keys.contains(&key), "{key} not reported: {p:#?}");
+    }
+    let timeout = p.iter().find(|p| p.key.ends_with(".timeout")).unwrap();
+    assert!(
+        timeout.message.contains("at most the `interval` (5s)"),
+        "{}",
+        timeout.message
+    );
+    assert_eq!(timeout.line, 4, "{timeout:?}");
+    let path = p.iter().find(|p| p.key.ends_with(".path")).unwrap();
+    assert!(
+        path.message.contains("starting with '/'"),
+        "{}",
+        path.message
+    );
+}
