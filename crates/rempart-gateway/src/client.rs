@@ -64,8 +64,12 @@ impl std::error::Error for ClientError {}
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most response header fields accepted from an upstream.
 const MAX_HEADERS: usize = 100;
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes asked of the socket per read when nothing says how many are
+/// coming: a head with a 16 KiB body fits in one read.
+const READ_CHUNK: usize = 32 * 1024;
+/// Most bytes asked of the socket in one read, when a body's length says
+/// more are coming.
+const MAX_READ: usize = 256 * 1024;
 /// A request body up to this size is copied behind the head: one write.
 const COPY_BODY_UNDER: usize = 4 * 1024;
 /// Longest chunk-size line (with extensions) or trailer section accepted.
@@ -134,15 +138,20 @@ impl Connection {
         }
     }
 
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
-            self.read.reserve(READ_CHUNK);
+    /// Reads what the socket has; `expect` is how many bytes are known to
+    /// be coming (0: unknown), so that one read can take a whole body
+    /// (up to [`MAX_READ`]) rather than a chunk at a time.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, expect: u64) -> Poll<io::Result<usize>> {
+        let expect = usize::try_from(expect).unwrap_or(MAX_READ).min(MAX_READ);
+        let needed = expect.max(READ_CHUNK / 2);
+        if self.read.capacity() - self.read.len() < needed {
+            self.read.reserve(needed.max(READ_CHUNK));
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read)
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+        std::future::poll_fn(|cx| self.poll_fill(cx, 0)).await
     }
 }
 
@@ -718,7 +727,7 @@ impl hyper::body::Body for UpstreamBody {
                         }
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    match ready!(conn.poll_fill(cx)) {
+                    match ready!(conn.poll_fill(cx, left)) {
                         Ok(0) => {
                             this.conn = None;
                             return Poll::Ready(Some(Err(Self::unexpected_eof())));
@@ -738,7 +747,7 @@ impl hyper::body::Body for UpstreamBody {
                         let data = conn.read.split().freeze();
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    match ready!(conn.poll_fill(cx)) {
+                    match ready!(conn.poll_fill(cx, 0)) {
                         Ok(0) => {
                             this.conn = None;
                             this.framing = Framing::Done;
@@ -764,7 +773,7 @@ impl hyper::body::Body for UpstreamBody {
                     let Some(conn) = this.conn.as_mut() else {
                         return Poll::Ready(None);
                     };
-                    match ready!(conn.poll_fill(cx)) {
+                    match ready!(conn.poll_fill(cx, 0)) {
                         Ok(0) => {
                             this.conn = None;
                             return Poll::Ready(Some(Err(Self::unexpected_eof())));
