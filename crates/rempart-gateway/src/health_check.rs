@@ -60,6 +60,12 @@ impl Default for ProbeRecord {
 }
 
 impl ProbeRecord {
+    /// A record starting from a standing already decided, with no streak:
+    /// new checks over hosts a reload kept pick up where the old ones were.
+    pub fn starting(healthy: bool) -> ProbeRecord {
+        ProbeRecord { healthy, streak: 0 }
+    }
+
     /// Whether the host is in rotation as far as active checks go.
     pub fn is_healthy(&self) -> bool {
         self.healthy
@@ -111,10 +117,16 @@ impl HealthCheck {
     /// Checks for `upstreams` with `config`; call [`start`](Self::start) to
     /// probe in the background.
     pub fn new(config: HealthCheckConfig, upstreams: Arc<Upstreams>) -> Arc<HealthCheck> {
-        let hosts = upstreams.hosts().len();
+        // A reload that changes only the checks keeps the hosts and their
+        // verdicts; starting from "healthy" would never clear an unhealthy one.
+        let records = upstreams
+            .hosts()
+            .iter()
+            .map(|h| ProbeRecord::starting(!h.is_probed_unhealthy()))
+            .collect();
         Arc::new(HealthCheck {
             client: UpstreamClient::new(config.timeout),
-            records: std::sync::Mutex::new(vec![ProbeRecord::default(); hosts]),
+            records: std::sync::Mutex::new(records),
             task: std::sync::Mutex::new(None),
             config,
             upstreams,
@@ -309,6 +321,16 @@ mod tests {
         assert_eq!(r.record(false, 1, 1), Some(false));
         assert_eq!(r.record(true, 1, 1), Some(true));
         assert_eq!(r.record(true, 1, 1), None);
+    }
+
+    #[test]
+    fn a_record_started_unhealthy_needs_the_healthy_threshold_to_come_back() {
+        let mut r = ProbeRecord::starting(false);
+        assert!(!r.is_healthy());
+        assert_eq!(r.record(false, 3, 2), None);
+        assert_eq!(r.record(true, 3, 2), None);
+        assert_eq!(r.record(true, 3, 2), Some(true));
+        assert_eq!(ProbeRecord::starting(true), ProbeRecord::default());
     }
 
     #[test]
