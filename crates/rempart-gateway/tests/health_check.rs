@@ -190,3 +190,41 @@ async fn a_reload_that_changes_only_the_checks_keeps_a_failing_host_out_and_can_
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn checks_stop_when_a_reload_replaces_them_and_when_the_gateway_shuts_down() {
+    let a = host("a", Arc::new(AtomicU16::new(200))).await;
+    // b fails "/health" but answers 200 everywhere else.
+    let b = host("b", Arc::new(AtomicU16::new(503))).await;
+    let gw = gateway(&format!(
+        "[[services]]\nname = \"svc\"\nupstreams = [ \"http://{a}\", \"http://{b}\" ]\n\
+         health_check = {{ interval = \"1h\", unhealthy_threshold = 1 }}\n\
+         [[routes]]\npath_prefix = \"/\"\nservice = \"svc\"\n"
+    ))
+    .await;
+    let svc = gw.gateway().services()[0].clone();
+    let old = Arc::clone(svc.health_check().unwrap());
+    assert!(old.is_probing(), "the checks run in the background");
+
+    let mut new = gw.gateway().config();
+    new.services[0].health_check.as_mut().unwrap().path = "/ready".into();
+    gw.gateway().reload(&new).unwrap();
+    let current = Arc::clone(gw.gateway().services()[0].health_check().unwrap());
+    assert!(
+        !Arc::ptr_eq(&old, &current),
+        "the reload replaced the checks"
+    );
+    assert!(!old.is_probing(), "the replaced checks still probe");
+    assert!(current.is_probing());
+    // The old checks' path fails on b; once replaced they decide nothing.
+    old.probe_all_once().await;
+    assert!(
+        !svc.upstreams.hosts()[1].is_probed_unhealthy(),
+        "replaced checks overruled their successor"
+    );
+    current.probe_all_once().await;
+    assert!(!svc.upstreams.hosts()[1].is_probed_unhealthy());
+
+    gw.shutdown().await;
+    assert!(!current.is_probing(), "the checks outlived the gateway");
+}
