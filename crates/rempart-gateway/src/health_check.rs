@@ -15,6 +15,7 @@
 //! does not bring a flapping host back.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -25,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::{UpstreamClient, UpstreamRequest};
 use crate::config::HealthCheckConfig;
+use crate::proxy::Service;
 use crate::upstream::Upstreams;
 
 /// One host's standing under active checks.
@@ -60,6 +62,12 @@ impl Default for ProbeRecord {
 }
 
 impl ProbeRecord {
+    /// A record starting from a standing already decided, with no streak:
+    /// new checks over hosts a reload kept pick up where the old ones were.
+    pub fn starting(healthy: bool) -> ProbeRecord {
+        ProbeRecord { healthy, streak: 0 }
+    }
+
     /// Whether the host is in rotation as far as active checks go.
     pub fn is_healthy(&self) -> bool {
         self.healthy
@@ -95,8 +103,9 @@ impl ProbeRecord {
 /// The probes of one service's hosts.
 ///
 /// Probes run in a background task every `interval` (the first round one
-/// interval after start) while the service is configured; dropping the last
-/// handle stops them. [`probe_all_once`](HealthCheck::probe_all_once) runs
+/// interval after start) until [`stop`](HealthCheck::stop): the gateway
+/// stops them when it shuts down and when a reload replaces them. Dropping
+/// the last handle stops them too. [`probe_all_once`](HealthCheck::probe_all_once) runs
 /// a round now, which is what tests and the admin side use.
 #[derive(Debug)]
 pub struct HealthCheck {
@@ -105,17 +114,26 @@ pub struct HealthCheck {
     client: UpstreamClient,
     records: std::sync::Mutex<Vec<ProbeRecord>>,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Set by `stop`: a replaced check must not overrule its successor.
+    stopped: AtomicBool,
 }
 
 impl HealthCheck {
     /// Checks for `upstreams` with `config`; call [`start`](Self::start) to
     /// probe in the background.
     pub fn new(config: HealthCheckConfig, upstreams: Arc<Upstreams>) -> Arc<HealthCheck> {
-        let hosts = upstreams.hosts().len();
+        // A reload that changes only the checks keeps the hosts and their
+        // verdicts; starting from "healthy" would never clear an unhealthy one.
+        let records = upstreams
+            .hosts()
+            .iter()
+            .map(|h| ProbeRecord::starting(!h.is_probed_unhealthy()))
+            .collect();
         Arc::new(HealthCheck {
             client: UpstreamClient::new(config.timeout),
-            records: std::sync::Mutex::new(vec![ProbeRecord::default(); hosts]),
+            records: std::sync::Mutex::new(records),
             task: std::sync::Mutex::new(None),
+            stopped: AtomicBool::new(false),
             config,
             upstreams,
         })
@@ -124,6 +142,9 @@ impl HealthCheck {
     /// Probes every `interval` on the current tokio runtime, until the last
     /// handle is dropped. Without a runtime, does nothing (and says so).
     pub fn start(self: &Arc<Self>) {
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
         if tokio::runtime::Handle::try_current().is_err() {
             tracing::warn!("no tokio runtime: active health checks are not running");
             return;
@@ -144,15 +165,37 @@ impl HealthCheck {
         *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     }
 
+    /// Stops the background probes for good (a round under way is dropped),
+    /// and makes [`probe_all_once`](Self::probe_all_once) decide nothing.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+
+    /// Whether probes are running in the background.
+    pub fn is_probing(&self) -> bool {
+        self.task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
     /// The configuration the checks run with.
     pub fn config(&self) -> &HealthCheckConfig {
         &self.config
     }
 
-    /// Probes every host once, concurrently, and applies the results.
+    /// Probes every host once, concurrently, and applies the results
+    /// (unless the checks were stopped meanwhile).
     pub async fn probe_all_once(&self) {
         let hosts = self.upstreams.hosts();
         let results = join_probes(hosts.iter().map(|h| self.probe(&h.url))).await;
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         for (i, passed) in results.into_iter().enumerate() {
             let change = records[i].record(
@@ -241,6 +284,21 @@ impl Drop for HealthCheck {
     }
 }
 
+/// Stops every check in `old` that `new` does not carry over: after a reload
+/// the replaced checks would otherwise keep probing, and judging the hosts
+/// they share with their successors, while an old request holds them.
+pub(crate) fn stop_replaced(old: &[Arc<Service>], new: &[Arc<Service>]) {
+    for check in old.iter().filter_map(|s| s.health_check()) {
+        let kept = new
+            .iter()
+            .filter_map(|s| s.health_check())
+            .any(|n| Arc::ptr_eq(n, check));
+        if !kept {
+            check.stop();
+        }
+    }
+}
+
 /// Runs the probes side by side; a round takes as long as its slowest probe
 /// (at most the timeout), not their sum.
 async fn join_probes<F: std::future::Future<Output = bool>>(
@@ -309,6 +367,16 @@ mod tests {
         assert_eq!(r.record(false, 1, 1), Some(false));
         assert_eq!(r.record(true, 1, 1), Some(true));
         assert_eq!(r.record(true, 1, 1), None);
+    }
+
+    #[test]
+    fn a_record_started_unhealthy_needs_the_healthy_threshold_to_come_back() {
+        let mut r = ProbeRecord::starting(false);
+        assert!(!r.is_healthy());
+        assert_eq!(r.record(false, 3, 2), None);
+        assert_eq!(r.record(true, 3, 2), None);
+        assert_eq!(r.record(true, 3, 2), Some(true));
+        assert_eq!(ProbeRecord::starting(true), ProbeRecord::default());
     }
 
     #[test]

@@ -361,6 +361,7 @@ impl Gateway {
         self.shared
             .metrics
             .set_bulkheads(state.services.iter().filter_map(|s| s.bulkhead.as_ref()));
+        crate::health_check::stop_replaced(&previous.services, &state.services);
         self.shared.current.store(Arc::new(state));
         tracing::info!(?report, "configuration reloaded");
         Ok(report)

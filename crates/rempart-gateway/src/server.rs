@@ -105,6 +105,13 @@ impl RunningGateway {
     /// `shutdown_grace`, and returns once both listeners are closed.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        // Probes are no request: they stop at once, not when the last
+        // connection (which holds the services) lets go after the grace.
+        for service in self.gateway.services() {
+            if let Some(check) = service.health_check() {
+                check.stop();
+            }
+        }
         let _ = self.proxy.await;
         let _ = self.admin.await;
     }

@@ -245,6 +245,63 @@ mod tests {
     }
 
     #[test]
+    fn a_host_failing_its_health_checks_gets_no_traffic_and_is_not_available() {
+        let (u, _) = upstreams(&[1, 1, 1]);
+        u.set_probed_healthy(1, false);
+        assert_eq!(u.available(), 2);
+        for _ in 0..1000 {
+            assert_ne!(u.pick(), Some(1));
+        }
+        u.set_probed_healthy(1, true);
+        assert_eq!(u.available(), 3);
+        assert!((0..1000).any(|_| u.pick() == Some(1)));
+    }
+
+    #[test]
+    fn ejection_and_health_checks_each_take_a_host_out_on_their_own() {
+        let (u, clock) = upstreams(&[1, 1, 1]);
+        for _ in 0..EJECT_AFTER {
+            u.failure(0);
+        }
+        u.set_probed_healthy(1, false);
+        assert_eq!(u.available(), 1);
+        for _ in 0..100 {
+            assert_eq!(u.pick(), Some(2));
+        }
+        // The ejection ends; the failing checks still keep host 1 out.
+        clock.advance(BASE_EJECTION);
+        assert_eq!(u.available(), 2);
+        for _ in 0..100 {
+            assert_ne!(u.pick(), Some(1));
+        }
+    }
+
+    #[test]
+    fn the_last_host_passing_its_checks_is_never_ejected() {
+        let (u, _) = upstreams(&[1, 1]);
+        u.set_probed_healthy(1, false);
+        for _ in 0..50 {
+            assert!(!u.failure(0));
+        }
+        assert_eq!(u.available(), 1);
+    }
+
+    #[test]
+    fn every_host_failing_its_checks_falls_back_to_the_configured_weights() {
+        let (u, _) = upstreams(&[3, 1, 0]);
+        for i in 0..3 {
+            u.set_probed_healthy(i, false);
+        }
+        assert_eq!(u.available(), 0);
+        let mut counts = [0u32; 3];
+        for _ in 0..4000 {
+            counts[u.pick().expect("traffic still flows")] += 1;
+        }
+        assert_eq!(counts[2], 0, "a weight of 0 still drains a host");
+        assert!((800..=1200).contains(&counts[1]), "{counts:?}");
+    }
+
+    #[test]
     fn the_last_available_host_is_never_ejected() {
         let (u, _) = upstreams(&[1]);
         for _ in 0..50 {

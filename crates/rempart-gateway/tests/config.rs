@@ -352,3 +352,71 @@ fn bad_health_check_settings_are_each_named_with_what_would_do() {
         path.message
     );
 }
+
+#[test]
+fn health_check_problems_name_line_column_key_and_a_suggestion() {
+    let text = r#"
+[[services]]
+name = "users"
+upstreams = [ "http://127.0.0.1:7001" ]
+health_check = { intervall = "5s", unhealthy_threshold = 0 }
+
+[[routes]]
+path_prefix = "/users"
+service = "users"
+"#;
+    let p = problems(text);
+    let typo = p
+        .iter()
+        .find(|p| p.key == "services[0].health_check.intervall")
+        .unwrap_or_else(|| panic!("{p:#?}"));
+    assert_eq!((typo.line, typo.column), (5, 18), "{typo:?}");
+    assert!(
+        typo.message.contains("did you mean `interval`?"),
+        "{}",
+        typo.message
+    );
+    let zero = p
+        .iter()
+        .find(|p| p.key == "services[0].health_check.unhealthy_threshold")
+        .unwrap_or_else(|| panic!("{p:#?}"));
+    assert_eq!((zero.line, zero.column), (5, 58), "{zero:?}");
+    let err = GatewayConfig::parse(text, "gw.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("gw.toml:5:58")
+            && err.contains("services[0].health_check.unhealthy_threshold"),
+        "{err}"
+    );
+}
+
+#[test]
+fn health_checks_may_be_a_sub_table_and_must_be_a_table() {
+    let text = MINIMAL.replace(
+        "\n[[routes]]",
+        "[services.health_check]\npath = \"/live\"\ninterval = \"10s\"\ntimeout = \"2s\"\nexpected_status = \"200-299\"\n\n[[routes]]",
+    );
+    let c = GatewayConfig::parse(&text, "gw.toml").unwrap();
+    let h = c.service("users").unwrap().health_check.clone().unwrap();
+    assert_eq!(h.path, "/live");
+    assert_eq!(
+        (h.interval, h.timeout),
+        (Duration::from_secs(10), Duration::from_secs(2))
+    );
+    assert_eq!(h.expected_status, (200, 299));
+
+    let p = one_problem(&MINIMAL.replace("upstreams = [", "health_check = true\nupstreams = ["));
+    assert_eq!(p.key, "services[0].health_check");
+    assert_eq!(p.line, 4, "{p:?}");
+}
+
+#[test]
+fn health_checks_are_not_sent_more_often_than_every_100ms() {
+    let p = one_problem(&MINIMAL.replace(
+        "upstreams = [",
+        "health_check = { interval = \"50ms\", timeout = \"10ms\" }\nupstreams = [",
+    ));
+    assert_eq!(p.key, "services[0].health_check.interval");
+    assert!(p.message.contains("at least 100ms"), "{}", p.message);
+}

@@ -137,3 +137,94 @@ async fn a_host_that_does_not_answer_its_probe_in_time_fails_it() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_only_the_checks_keeps_a_failing_host_out_and_can_bring_it_back() {
+    let a = host("a", Arc::new(AtomicU16::new(200))).await;
+    let b_health = Arc::new(AtomicU16::new(503));
+    let b = host("b", Arc::clone(&b_health)).await;
+    let gw = gateway(&format!(
+        "[[services]]\nname = \"svc\"\nupstreams = [ \"http://{a}\", \"http://{b}\" ]\n\
+         circuit_breaker = {{ enabled = false }}\n\
+         fallback = {{ stale_cache = false }}\n\
+         health_check = {{ interval = \"1h\", unhealthy_threshold = 1, healthy_threshold = 2 }}\n\
+         [[routes]]\npath_prefix = \"/\"\nservice = \"svc\"\n"
+    ))
+    .await;
+    let c = client();
+    let served = |c: support::TestClient, addr| async move {
+        let mut bodies = Vec::new();
+        for _ in 0..40 {
+            bodies.push(get(&c, format!("http://{addr}/x")).await.body);
+        }
+        bodies
+    };
+    let check = |gw: &rempart_gateway::server::RunningGateway| {
+        Arc::clone(gw.gateway().services()[0].health_check().unwrap())
+    };
+    check(&gw).probe_all_once().await;
+    assert!(served(c.clone(), gw.addr).await.iter().all(|b| b == "a"));
+
+    // New thresholds, same hosts: the hosts keep their standing, and the
+    // new checks start from it rather than from "healthy".
+    let mut new = gw.gateway().config();
+    new.services[0]
+        .health_check
+        .as_mut()
+        .unwrap()
+        .healthy_threshold = 3;
+    gw.gateway().reload(&new).unwrap();
+    let check = check(&gw);
+    assert_eq!(check.config().healthy_threshold, 3, "the reload took");
+    assert!(served(c.clone(), gw.addr).await.iter().all(|b| b == "a"));
+
+    b_health.store(200, Ordering::SeqCst);
+    check.probe_all_once().await;
+    check.probe_all_once().await;
+    assert!(served(c.clone(), gw.addr).await.iter().all(|b| b == "a"));
+    check.probe_all_once().await;
+    let bodies = served(c.clone(), gw.addr).await;
+    assert!(
+        bodies.iter().any(|b| b == "b"),
+        "b passed 3 probes in a row and still took no traffic"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn checks_stop_when_a_reload_replaces_them_and_when_the_gateway_shuts_down() {
+    let a = host("a", Arc::new(AtomicU16::new(200))).await;
+    // b fails "/health" but answers 200 everywhere else.
+    let b = host("b", Arc::new(AtomicU16::new(503))).await;
+    let gw = gateway(&format!(
+        "[[services]]\nname = \"svc\"\nupstreams = [ \"http://{a}\", \"http://{b}\" ]\n\
+         health_check = {{ interval = \"1h\", unhealthy_threshold = 1 }}\n\
+         [[routes]]\npath_prefix = \"/\"\nservice = \"svc\"\n"
+    ))
+    .await;
+    let svc = gw.gateway().services()[0].clone();
+    let old = Arc::clone(svc.health_check().unwrap());
+    assert!(old.is_probing(), "the checks run in the background");
+
+    let mut new = gw.gateway().config();
+    new.services[0].health_check.as_mut().unwrap().path = "/ready".into();
+    gw.gateway().reload(&new).unwrap();
+    let current = Arc::clone(gw.gateway().services()[0].health_check().unwrap());
+    assert!(
+        !Arc::ptr_eq(&old, &current),
+        "the reload replaced the checks"
+    );
+    assert!(!old.is_probing(), "the replaced checks still probe");
+    assert!(current.is_probing());
+    // The old checks' path fails on b; once replaced they decide nothing.
+    old.probe_all_once().await;
+    assert!(
+        !svc.upstreams.hosts()[1].is_probed_unhealthy(),
+        "replaced checks overruled their successor"
+    );
+    current.probe_all_once().await;
+    assert!(!svc.upstreams.hosts()[1].is_probed_unhealthy());
+
+    gw.shutdown().await;
+    assert!(!current.is_probing(), "the checks outlived the gateway");
+}
