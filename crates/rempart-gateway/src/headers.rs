@@ -102,7 +102,8 @@ const HOP_BY_HOP_NAMES: [&str; 8] = [
     "upgrade",
 ];
 
-/// Whether a raw field name is one of [`HOP_BY_HOP`], in any case.
+/// Whether a raw field name is a hop-by-hop header (RFC 9110 7.6.1: `Connection`,
+/// `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Upgrade`), in any case.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
     // Lengths first: most names are ruled out without a comparison.
     matches!(name.len(), 2 | 7 | 10 | 16 | 18 | 19)

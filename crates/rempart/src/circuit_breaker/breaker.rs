@@ -261,9 +261,9 @@ impl CircuitBreaker {
     }
 
     /// Runs `operation` if the circuit lets it, and records its result: `Ok` is a
-    /// success, `Err` a failure. Refusals are [`CircuitError::Open`] and
-    /// [`CircuitError::HalfOpenRejected`]; the operation's own error comes back as
-    /// [`CircuitError::OperationFailed`].
+    /// success, `Err` a failure. Refusals are [`CircuitError::Open`](crate::circuit_breaker::CircuitError::Open) and
+    /// [`CircuitError::HalfOpenRejected`](crate::circuit_breaker::CircuitError::HalfOpenRejected); the operation's own error comes back as
+    /// [`CircuitError::OperationFailed`](crate::circuit_breaker::CircuitError::OperationFailed).
     ///
     /// Dropping the returned future before it finishes records nothing and frees
     /// any HalfOpen slot it held.

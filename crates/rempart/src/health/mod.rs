@@ -6,7 +6,7 @@
 //! from an injectable wall [`Clock`]), one entry per dependency with its
 //! latency, and a `failed` map of name to reason; readiness answers 200 or 503.
 //! [`HealthService`] serves both routes as a plain tower service (for hyper);
-//! with the cargo feature `axum`, [`axum::router`] serves them in axum.
+//! with the cargo feature `axum`, `health::axum::router` serves them in axum.
 //!
 //! ```
 //! use rempart::health::HealthRegistry;
