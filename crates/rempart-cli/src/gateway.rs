@@ -74,6 +74,9 @@ pub(crate) fn serve(file: &Path) -> u8 {
         }
     };
     rt.block_on(async {
+        // Handlers first: a SIGHUP that arrives once clients can connect must
+        // reload, not end the process (SIGHUP's default action).
+        let signals = Signals::install();
         let gw = match RunningGateway::start_from_file(file).await {
             Ok(gw) => gw,
             Err(StartError::Config(e)) => {
@@ -89,22 +92,42 @@ pub(crate) fn serve(file: &Path) -> u8 {
             "rempart gateway: clients on http://{}, admin on http://{} (dashboard at /dashboard)",
             gw.addr, gw.admin_addr
         );
-        wait_for_signals(&gw).await;
+        wait_for_signals(&gw, signals).await;
         gw.shutdown().await;
         eprintln!("rempart gateway: stopped");
         0
     })
 }
 
+/// The signals the gateway acts on, listened for from before it accepts.
+#[cfg(unix)]
+struct Signals(
+    Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+);
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Signals(Some((term, int, hup))),
+            _ => Signals(None),
+        }
+    }
+}
+
 /// Returns on SIGTERM or SIGINT; reloads the config on SIGHUP.
 #[cfg(unix)]
-async fn wait_for_signals(gw: &RunningGateway) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+async fn wait_for_signals(gw: &RunningGateway, signals: Signals) {
+    let Signals(Some((mut term, mut int, mut hup))) = signals else {
         eprintln!("cannot listen for signals; stop the gateway with SIGKILL");
         std::future::pending::<()>().await;
         return;
@@ -123,7 +146,17 @@ async fn wait_for_signals(gw: &RunningGateway) {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_gw: &RunningGateway) {
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> Signals {
+        Signals
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_gw: &RunningGateway, _signals: Signals) {
     let _ = tokio::signal::ctrl_c().await;
 }
 
