@@ -15,6 +15,7 @@
 //! drops its connection. An idle connection that the upstream closed is found
 //! when it is next taken, and skipped.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Write as _};
 use std::pin::Pin;
@@ -29,6 +30,8 @@ use http::{HeaderMap, Method, Response, StatusCode, Version};
 use hyper::body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+// tokio's clock: tests move it with paused time.
+use tokio::time::Instant;
 
 /// Why a request got no response.
 #[derive(Debug)]
@@ -84,32 +87,55 @@ pub struct UpstreamClient {
     max_idle_per_host: usize,
 }
 
-/// One host's idle connections.
+/// One host's idle connections, oldest first.
 #[derive(Debug)]
 struct HostPool {
     // Boxed: a connection moves between this list and response bodies, and
     // a pointer moves cheaper than the connection.
-    #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<Connection>>>,
+    idle: Mutex<VecDeque<(Instant, Box<Connection>)>>,
     max_idle: usize,
 }
 
+/// An idle connection older than this is closed rather than reused: below
+/// the 60-75 s after which common servers (nginx, Node) close their side,
+/// so a request does not race the upstream's close.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+
 impl HostPool {
     fn put(&self, conn: Box<Connection>) {
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        drop_expired(&mut idle, now);
         if idle.len() < self.max_idle {
-            idle.push(conn);
+            idle.push_back((now, conn));
         }
     }
 
-    /// The most recently used idle connection that is still open.
+    /// The most recently used idle connection that is still open and has
+    /// not been idle for [`IDLE_TIMEOUT`].
     fn take(&self) -> Option<Box<Connection>> {
         loop {
-            let conn = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            let conn = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                drop_expired(&mut idle, Instant::now());
+                idle.pop_back()?.1
+            };
             if conn.still_open() {
                 return Some(conn);
             }
         }
+    }
+}
+
+/// Closes the connections idle for [`IDLE_TIMEOUT`] (at the front: the list
+/// is in the order they came back), so sockets the upstream has closed do
+/// not linger in CLOSE_WAIT while traffic flows.
+fn drop_expired(idle: &mut VecDeque<(Instant, Box<Connection>)>, now: Instant) {
+    while idle
+        .front()
+        .is_some_and(|(since, _)| now.saturating_duration_since(*since) >= IDLE_TIMEOUT)
+    {
+        idle.pop_front();
     }
 }
 
@@ -213,7 +239,7 @@ impl UpstreamClient {
             return Arc::clone(p);
         }
         let p = Arc::new(HostPool {
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
             max_idle: self.max_idle_per_host,
         });
         pools.push((authority.clone(), Arc::clone(&p)));

@@ -7,6 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -305,5 +306,32 @@ async fn hop_by_hop_fields_of_the_answer_stay_on_the_upstream_connection() {
             assert!(!a.headers.contains_key(hop), "{path}: {hop} was forwarded");
         }
     }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_the_idle_timeout_is_replaced_not_reused() {
+    let (up, accepted) = raw_upstream(
+        |_| b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        After::KeepOpen,
+    )
+    .await;
+    let gw = gateway(&routes(up)).await;
+    // A new client connection each time: the gateway's own idle timers on
+    // the client side fire too when time jumps.
+    let url = format!("http://{}/idle", gw.addr);
+    assert_eq!(get(&client(), url.clone()).await.body, "ok");
+    // Just under the timeout: reused.
+    tokio::time::pause();
+    tokio::time::advance(rempart_gateway::client::IDLE_TIMEOUT - Duration::from_secs(1)).await;
+    tokio::time::resume();
+    assert_eq!(get(&client(), url.clone()).await.body, "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // Idle for the whole timeout: a new connection, though the old one is open.
+    tokio::time::pause();
+    tokio::time::advance(rempart_gateway::client::IDLE_TIMEOUT).await;
+    tokio::time::resume();
+    assert_eq!(get(&client(), url).await.body, "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
     gw.shutdown().await;
 }
