@@ -96,9 +96,10 @@ struct HostPool {
     max_idle: usize,
 }
 
-/// An idle connection older than this is closed rather than reused: below
-/// the 60-75 s after which common servers (nginx, Node) close their side,
-/// so a request does not race the upstream's close.
+/// An idle connection older than this is closed rather than reused: under
+/// nginx's 75 s and Envoy's 60 s, so a request does not race their close.
+/// Servers with shorter timeouts (Node's 5 s) still close first; a request
+/// that meets such a close before any answer is resent if it is idempotent.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
 
 impl HostPool {
