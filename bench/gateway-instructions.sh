@@ -26,6 +26,13 @@ command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
 cargo build --release -q -p rempart-cli --bin rempart
 REMPART=target/release/rempart
 . bench/common.sh
+# Something else answering on a proxy's port would be measured instead of it.
+for port in $UP $NGX $REM $ADMIN; do
+    if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+        echo "port $port is already in use: stop what listens there first" >&2
+        exit 1
+    fi
+done
 # The proxying nginx in the foreground, one process, so callgrind sees it all.
 sed 's/^daemon on;/daemon off; master_process off;/' "$WORK/px/nginx.conf" > "$WORK/px/nginx-fg.conf"
 taskset -c 1 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
