@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::Authority;
@@ -81,7 +82,8 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Pooled keep-alive connections to upstream hosts.
 #[derive(Debug)]
 pub struct UpstreamClient {
-    pools: Mutex<Vec<(Authority, Arc<HostPool>)>>,
+    /// Read on every request, written once per new host: readers take no lock.
+    pools: ArcSwap<Vec<(Authority, Arc<HostPool>)>>,
     connect_timeout: Duration,
     /// Most idle connections kept per host (beyond it, a finished one closes).
     max_idle_per_host: usize,
@@ -201,7 +203,7 @@ impl UpstreamClient {
     /// A client with `connect_timeout` for new connections.
     pub fn new(connect_timeout: Duration) -> UpstreamClient {
         UpstreamClient {
-            pools: Mutex::new(Vec::new()),
+            pools: ArcSwap::from_pointee(Vec::new()),
             connect_timeout,
             max_idle_per_host: 512,
         }
@@ -233,18 +235,30 @@ impl UpstreamClient {
     }
 
     fn pool(&self, authority: &Authority) -> Arc<HostPool> {
-        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         // Authorities come from the config, spelled the same each time: an
         // exact comparison is enough and cheaper than `Authority`'s own.
-        if let Some((_, p)) = pools.iter().find(|(a, _)| a.as_str() == authority.as_str()) {
-            return Arc::clone(p);
+        let find = |pools: &[(Authority, Arc<HostPool>)]| {
+            pools
+                .iter()
+                .find(|(a, _)| a.as_str() == authority.as_str())
+                .map(|(_, p)| Arc::clone(p))
+        };
+        if let Some(p) = find(&self.pools.load()) {
+            return p;
         }
-        let p = Arc::new(HostPool {
+        let fresh = Arc::new(HostPool {
             idle: Mutex::new(VecDeque::new()),
             max_idle: self.max_idle_per_host,
         });
-        pools.push((authority.clone(), Arc::clone(&p)));
-        p
+        // A racing request may have added the host meanwhile: keep its pool.
+        self.pools.rcu(|pools| {
+            let mut pools = Vec::clone(pools);
+            if find(&pools).is_none() {
+                pools.push((authority.clone(), Arc::clone(&fresh)));
+            }
+            pools
+        });
+        find(&self.pools.load()).unwrap_or(fresh)
     }
 
     async fn connect(&self, authority: &Authority) -> Result<Box<Connection>, ClientError> {
@@ -628,11 +642,25 @@ impl UpstreamBody {
         }
     }
 
-    fn unexpected_eof() -> io::Error {
-        io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "upstream closed the connection in the middle of the body",
-        )
+    /// Reads more of the body into the buffer (`expect`: bytes known to be
+    /// coming). The upstream closing is an `UnexpectedEof` error; on any
+    /// error the connection is dropped, never reused.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>, expect: u64) -> Poll<io::Result<()>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
+        let result = match ready!(conn.poll_fill(cx, expect)) {
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "upstream closed the connection in the middle of the body",
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.conn = None;
+        }
+        Poll::Ready(result)
     }
 
     /// Decodes as much of a chunked body as is buffered: data, or `None`
@@ -754,16 +782,8 @@ impl hyper::body::Body for UpstreamBody {
                         }
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    match ready!(conn.poll_fill(cx, left)) {
-                        Ok(0) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(Self::unexpected_eof())));
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(e)));
-                        }
+                    if let Err(e) = ready!(this.poll_read_more(cx, left)) {
+                        return Poll::Ready(Some(Err(e)));
                     }
                 }
                 Framing::UntilClose => {
@@ -774,17 +794,14 @@ impl hyper::body::Body for UpstreamBody {
                         let data = conn.read.split().freeze();
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    match ready!(conn.poll_fill(cx, 0)) {
-                        Ok(0) => {
-                            this.conn = None;
+                    match ready!(this.poll_read_more(cx, 0)) {
+                        Ok(()) => {}
+                        // Here the upstream closing is the body's end.
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                             this.framing = Framing::Done;
                             return Poll::Ready(None);
                         }
-                        Ok(_) => {}
-                        Err(e) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(e)));
-                        }
+                        Err(e) => return Poll::Ready(Some(Err(e))),
                     }
                 }
                 Framing::Chunked(_) => {
@@ -797,19 +814,8 @@ impl hyper::body::Body for UpstreamBody {
                             return Poll::Ready(Some(Err(e)));
                         }
                     }
-                    let Some(conn) = this.conn.as_mut() else {
-                        return Poll::Ready(None);
-                    };
-                    match ready!(conn.poll_fill(cx, 0)) {
-                        Ok(0) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(Self::unexpected_eof())));
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(e)));
-                        }
+                    if let Err(e) = ready!(this.poll_read_more(cx, 0)) {
+                        return Poll::Ready(Some(Err(e)));
                     }
                 }
             }
