@@ -306,38 +306,3 @@ async fn sighup_reloads_under_load_without_a_failed_request_and_refuses_a_bad_fi
     releaser.abort();
     let _ = std::fs::remove_file(file);
 }
-
-/// Regression: the signal handlers were installed after the gateway said it
-/// was listening, so a SIGHUP sent at once could take SIGHUP's default action
-/// and end the process (once in ten runs of the reload test above, none in
-/// thirty after the fix). The window is narrow: this test catches it only
-/// when the gateway's main thread is slow to be scheduled, as it was then.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sighup_sent_as_soon_as_the_gateway_listens_reloads_instead_of_killing_it() {
-    let upstream = holding_upstream(
-        Arc::new(AtomicU32::new(0)),
-        Arc::new(tokio::sync::Notify::new()),
-    )
-    .await;
-    for round in 0..5 {
-        let (port, admin) = (free_port(), free_port());
-        let file = temp_file(
-            &format!("hup-early-{round}"),
-            &gateway_config(upstream, port, admin, "30s"),
-        );
-        let mut gw = start_gateway(&file).await;
-        signal(&gw, "HUP");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            gw.try_wait().unwrap().is_none(),
-            "round {round}: the gateway died of an early SIGHUP"
-        );
-        signal(&gw, "TERM");
-        let status = tokio::time::timeout(Duration::from_secs(20), gw.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(status.code(), Some(0));
-        let _ = std::fs::remove_file(file);
-    }
-}
