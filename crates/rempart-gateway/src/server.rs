@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin;
+use crate::client_conn::{ClientStream, Connections};
 use crate::config::{ConfigError, GatewayConfig};
 use crate::proxy::{Gateway, ReloadReport};
 
@@ -140,6 +141,7 @@ async fn serve_proxy(
         )
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
+    let connections = Connections::new(config.server.max_connections);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -152,13 +154,21 @@ async fn serve_proxy(
                         continue;
                     }
                 };
+                // Past the cap: refused at once, before it costs a task.
+                let Some(client) = connections.admit() else {
+                    crate::client_conn::refuse(&stream);
+                    tracing::debug!(%peer, "connection refused: max_connections reached");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let gw = gateway.clone();
+                let io = ClientStream::new(stream, Arc::clone(&client));
                 let conn = http.serve_connection(
-                    TokioIo::new(stream),
+                    TokioIo::new(io),
                     service_fn(move |req| {
                         let gw = gw.clone();
-                        async move { gw.handle(req, peer).await }
+                        let client = Arc::clone(&client);
+                        async move { gw.handle_on(req, peer, &client).await }
                     }),
                 );
                 let conn = graceful.watch(conn);
