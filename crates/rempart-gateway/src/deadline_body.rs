@@ -27,9 +27,12 @@ pin_project! {
     pub struct DeadlineBody<B> {
         // `None` once ended: the upstream connection goes with it.
         inner: Option<B>,
-        // One timer per body, armed only when the upstream makes it wait.
+        at: Instant,
+        // The timer, made and armed only when the upstream makes the body
+        // wait: a body read in one go costs no timer (even an unarmed one
+        // takes the timer driver's lock when dropped).
         #[pin]
-        deadline: Sleep,
+        timer: Option<Sleep>,
         slot: Option<OwnedBulkheadPermit>,
         permit: Option<OwnedPermit>,
     }
@@ -47,7 +50,8 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> DeadlineBody<B> {
         let empty = body.is_end_stream();
         let mut this = DeadlineBody {
             inner: Some(body),
-            deadline: tokio::time::sleep_until(deadline),
+            at: deadline,
+            timer: None,
             slot,
             permit,
         };
@@ -63,7 +67,7 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> DeadlineBody<B> {
 
     /// When the body is cut off.
     pub fn deadline(&self) -> Instant {
-        self.deadline.deadline()
+        self.at
     }
 
     /// Whether the body still holds a bulkhead slot.
@@ -107,7 +111,7 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> Body for DeadlineBody<B> 
         };
         // A client reading slowly keeps the upstream ready: the clock is read
         // on each frame, the timer only armed when the upstream is not.
-        if this.deadline.deadline() <= Instant::now() {
+        if *this.at <= Instant::now() {
             finish(this.inner, this.slot, this.permit, false);
             return Poll::Ready(Some(Err(expired())));
         }
@@ -128,7 +132,12 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> Body for DeadlineBody<B> 
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
-                if this.deadline.poll(cx).is_ready() {
+                let mut timer = this.timer;
+                if timer.is_none() {
+                    timer.set(Some(tokio::time::sleep_until(*this.at)));
+                }
+                let expired_now = timer.as_pin_mut().is_some_and(|t| t.poll(cx).is_ready());
+                if expired_now {
                     finish(this.inner, this.slot, this.permit, false);
                     return Poll::Ready(Some(Err(expired())));
                 }
@@ -162,6 +171,20 @@ mod tests {
         (bulkhead, breaker)
     }
 
+    /// `inner` due in 2 s, holding a slot of `bulkhead` and a permit of `breaker`.
+    fn held<B: Body<Data = Bytes, Error = io::Error> + Unpin>(
+        inner: B,
+        bulkhead: &Bulkhead,
+        breaker: &CircuitBreaker,
+    ) -> DeadlineBody<B> {
+        DeadlineBody::new(
+            inner,
+            Instant::now() + Duration::from_secs(2),
+            Some(bulkhead.try_acquire_owned().unwrap()),
+            Some(breaker.try_acquire_owned().unwrap()),
+        )
+    }
+
     /// One frame, then silence from the upstream.
     #[derive(Debug)]
     struct Stalls(bool);
@@ -184,12 +207,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_upstream_stalling_mid_body_is_cut_at_the_deadline_and_frees_its_slot() {
         let (bulkhead, breaker) = parts();
-        let body = DeadlineBody::new(
-            Stalls(false),
-            Instant::now() + Duration::from_secs(2),
-            Some(bulkhead.try_acquire_owned().unwrap()),
-            Some(breaker.try_acquire_owned().unwrap()),
-        );
+        let body = held(Stalls(false), &bulkhead, &breaker);
         let started = Instant::now();
         let err = body.collect().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
@@ -209,12 +227,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_read_to_its_end_is_a_success_and_frees_its_slot() {
         let (bulkhead, breaker) = parts();
-        let body = DeadlineBody::new(
-            whole("report"),
-            Instant::now() + Duration::from_secs(2),
-            Some(bulkhead.try_acquire_owned().unwrap()),
-            Some(breaker.try_acquire_owned().unwrap()),
-        );
+        let body = held(whole("report"), &bulkhead, &breaker);
         assert!(body.holds_slot());
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"report");
         assert_eq!(bulkhead.in_flight(), 0);
@@ -225,12 +238,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_empty_body_hyper_never_polls_is_a_success_at_once() {
         let (bulkhead, breaker) = parts();
-        let body = DeadlineBody::new(
-            whole(""),
-            Instant::now() + Duration::from_secs(2),
-            Some(bulkhead.try_acquire_owned().unwrap()),
-            Some(breaker.try_acquire_owned().unwrap()),
-        );
+        let body = held(whole(""), &bulkhead, &breaker);
         assert!(!body.holds_slot());
         assert_eq!(breaker.metrics().successful_calls, 1);
     }
@@ -238,12 +246,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_going_away_mid_body_frees_the_slot_and_judges_nothing() {
         let (bulkhead, breaker) = parts();
-        let body = DeadlineBody::new(
-            Stalls(false),
-            Instant::now() + Duration::from_secs(2),
-            Some(bulkhead.try_acquire_owned().unwrap()),
-            Some(breaker.try_acquire_owned().unwrap()),
-        );
+        let body = held(Stalls(false), &bulkhead, &breaker);
         let mut body = Box::pin(body);
         assert!(body.frame().await.unwrap().is_ok());
         drop(body);

@@ -356,3 +356,59 @@ async fn a_retry_after_longer_than_the_time_left_ends_the_retries() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_reading_slowly_is_cut_off_at_the_deadline() {
+    let big = Bytes::from(vec![b'x'; BIG]);
+    let up = upstream(move |_| {
+        let big = big.clone();
+        async move { text(200, big) }
+    })
+    .await;
+    let gw = gateway(&service(
+        up,
+        "timeout = \"1s\"\nbulkhead = { max_concurrent = 1 }",
+    ))
+    .await;
+    let mut s = open(&gw, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // 16 KiB every 20 ms: it would take the whole body 40 s.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 16 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the slow reader was still being served");
+    assert!(got < BIG, "it got the whole body: {got} bytes");
+    assert!(slots_freed(&gw).await);
+    gw.shutdown().await;
+}
+
+#[test]
+fn connection_limits_are_configured_and_checked_with_their_line() {
+    use rempart_gateway::config::GatewayConfig;
+    let base = "[[services]]\nname = \"a\"\nupstreams = [\"http://127.0.0.1:1\"]\n\
+                [[routes]]\npath_prefix = \"/\"\nservice = \"a\"\n";
+    let c = GatewayConfig::parse(base, "gw.toml").unwrap();
+    assert_eq!(c.server.max_connections, 10_000);
+    assert_eq!(c.server.write_timeout, Duration::from_secs(10));
+
+    let text = format!("[server]\nwrite_timeout = \"2s\"\nmax_connections = 0\n{base}");
+    let e = GatewayConfig::parse(&text, "gw.toml").unwrap_err();
+    let p = e.problems();
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_eq!(
+        (p[0].line, p[0].key.as_str()),
+        (3, "server.max_connections")
+    );
+    let text = format!("[server]\nwrite_timeout = \"2s\"\nmax_connections = 64\n{base}");
+    let c = GatewayConfig::parse(&text, "gw.toml").unwrap();
+    assert_eq!(c.server.max_connections, 64);
+    assert_eq!(c.server.write_timeout, Duration::from_secs(2));
+}
