@@ -1,7 +1,8 @@
 //! Every phase of a request under its deadline: slow clients and stalling
 //! upstreams hold no bulkhead slot past the service's `timeout`, a body cut
 //! off mid-way is a breaker failure, the deadline travels upstream, and the
-//! gateway's connections are capped.
+//! gateway's connections are capped. Real sockets on loopback, tokio's paused
+//! time: a deadline passes when every task waits, not seconds later.
 
 mod support;
 
@@ -86,7 +87,7 @@ async fn stalling_upstream(close: bool) -> SocketAddr {
     addr
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn clients_that_stop_reading_hold_no_slot_past_the_deadline() {
     let big = Bytes::from(vec![b'x'; BIG]);
     let up = upstream(move |r| {
@@ -127,7 +128,7 @@ async fn clients_that_stop_reading_hold_no_slot_past_the_deadline() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_upstream_stalling_mid_body_frees_its_slot_and_counts_as_a_failure() {
     let up = stalling_upstream(false).await;
     // No stale cache: the answer streams through rather than being kept.
@@ -157,7 +158,7 @@ async fn an_upstream_stalling_mid_body_frees_its_slot_and_counts_as_a_failure() 
     gw.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_body_cut_off_by_the_upstream_is_a_breaker_failure() {
     let up = stalling_upstream(true).await;
     let gw = gateway(&service(
@@ -177,7 +178,7 @@ async fn a_body_cut_off_by_the_upstream_is_a_breaker_failure() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_sending_its_body_slowly_gets_408_at_the_deadline() {
     let up = upstream(|_| async { text(200, "ok") }).await;
     let gw = gateway(&service(up, "timeout = \"1s\"")).await;
@@ -193,7 +194,7 @@ async fn a_client_sending_its_body_slowly_gets_408_at_the_deadline() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn connections_past_max_connections_are_refused_with_503() {
     let up = upstream(|_| async { text(200, "ok") }).await;
     let gw = gateway_with_server("max_connections = 2", &service(up, "")).await;
@@ -222,7 +223,7 @@ async fn connections_past_max_connections_are_refused_with_503() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_idle_keep_alive_connection_is_closed_after_header_read_timeout() {
     let up = upstream(|_| async { text(200, "ok") }).await;
     let gw = gateway_with_server("header_read_timeout = \"300ms\"", &service(up, "")).await;
@@ -251,7 +252,7 @@ async fn echo_deadline() -> SocketAddr {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_remaining_deadline_is_sent_upstream_and_a_longer_client_one_is_not() {
     let up = echo_deadline().await;
     let gw = gateway(&service(up, "timeout = \"3s\"")).await;
@@ -280,7 +281,7 @@ async fn the_remaining_deadline_is_sent_upstream_and_a_longer_client_one_is_not(
     gw.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_deadline_shorter_than_the_upstream_gets_504() {
     let up = upstream(|_| async {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -327,7 +328,7 @@ async fn busy_then_fine(secs: u64) -> (SocketAddr, Arc<Mutex<Vec<tokio::time::In
 const RETRY_503: &str = "retry = { attempts = 2, backoff = \"constant\", initial = \"10ms\", \
                          max = \"10ms\", jitter = \"none\", on = [503] }";
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_retry_waits_for_the_upstreams_retry_after() {
     let (up, seen) = busy_then_fine(1).await;
     let gw = gateway(&service(up, &format!("timeout = \"10s\"\n{RETRY_503}"))).await;
@@ -343,7 +344,7 @@ async fn a_retry_waits_for_the_upstreams_retry_after() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_retry_after_longer_than_the_time_left_ends_the_retries() {
     let (up, seen) = busy_then_fine(30).await;
     let gw = gateway(&service(up, &format!("timeout = \"2s\"\n{RETRY_503}"))).await;
@@ -357,7 +358,7 @@ async fn a_retry_after_longer_than_the_time_left_ends_the_retries() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_reading_slowly_is_cut_off_at_the_deadline() {
     let big = Bytes::from(vec![b'x'; BIG]);
     let up = upstream(move |_| {
