@@ -93,7 +93,7 @@ pub(crate) fn serve(file: &Path) -> u8 {
             gw.addr, gw.admin_addr
         );
         wait_for_signals(&gw, signals).await;
-        gw.shutdown().await;
+        gw.drain().await;
         eprintln!("rempart gateway: stopped");
         0
     })
@@ -137,12 +137,22 @@ async fn wait_for_signals(gw: &RunningGateway, signals: Signals) {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => match gw.reload() {
-                Ok(report) => tracing::info!(?report, "SIGHUP: configuration reloaded"),
+                Ok(report) if report.needs_restart.is_empty() => {
+                    tracing::info!(?report, "SIGHUP: configuration reloaded")
+                }
+                Ok(report) => tracing::warn!(
+                    ?report,
+                    "SIGHUP: configuration reloaded, but {} only change on restart",
+                    report.needs_restart.join(", ")
+                ),
                 Err(e) => tracing::error!("SIGHUP: {e}"),
             },
         }
     }
-    tracing::info!("stopping: no new connections, draining in-flight requests");
+    tracing::info!(
+        "stopping: /ready answers 503, the listener closes after `drain_delay`, \
+         then in-flight requests get `shutdown_grace`"
+    );
 }
 
 #[cfg(not(unix))]

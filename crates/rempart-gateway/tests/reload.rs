@@ -122,6 +122,7 @@ async fn a_bad_reload_is_refused_and_the_old_configuration_keeps_serving() {
     let a = send(
         &c,
         Request::post(format!("http://{}/reload", gw.admin_addr))
+            .header("x-rempart-admin", "1")
             .body(Full::default())
             .unwrap(),
     )
