@@ -35,6 +35,9 @@ fn init_logging() {
 pub(crate) fn check(file: &Path) -> u8 {
     match GatewayConfig::from_file(file) {
         Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: ok ({} services, {} routes; clients on {}, admin on {})",
                 file.display(),

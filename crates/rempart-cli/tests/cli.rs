@@ -78,6 +78,31 @@ fn check_config_accepts_the_shipped_example() {
 }
 
 #[test]
+fn check_config_warns_about_the_deprecated_trusted_proxies_key() {
+    let text = std::fs::read_to_string(example_config())
+        .unwrap()
+        .replace("trusted_proxies = [\"127.0.0.1/32\"]", "")
+        .replace(
+            "burst = 20\n",
+            "burst = 20\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+        );
+    let file = temp_file("deprecated", &text);
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`rate_limit.trusted_proxies`: deprecated"),
+        "{err}"
+    );
+    assert!(err.contains("move this key to `[server]`"), "{err}");
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
 fn a_bad_config_is_reported_whole_and_the_gateway_refuses_to_start() {
     let file = temp_file(
         "bad",
