@@ -78,6 +78,24 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     remove_dot_segments(&decoded).map(Cow::Owned)
 }
 
+/// Replaces `uri`'s path with its [`normalise`]d form, keeping the rest
+/// (the query as sent); untouched when already normal.
+pub fn normalise_uri(uri: &mut http::Uri) -> Result<(), PathError> {
+    let path = match normalise(uri.path())? {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(p) => p,
+    };
+    let target = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    // Only unreserved characters were decoded: still a valid target.
+    parts.path_and_query = Some(target.parse().map_err(|_| PathError::NotAbsolute)?);
+    *uri = http::Uri::from_parts(parts).map_err(|_| PathError::NotAbsolute)?;
+    Ok(())
+}
+
 /// Whether some segment of `path` is `.` or `..`.
 fn has_dot_segment(path: &str) -> bool {
     // Every dot segment starts with `/.`: most paths are ruled out by one scan.
@@ -233,6 +251,16 @@ mod tests {
         assert_eq!(ok("/%7euser/%41b"), "/~user/Ab");
         assert_eq!(ok("/a%20b/%e2%82%ac"), "/a%20b/%E2%82%AC");
         assert_eq!(ok("/%252e%252e/x"), "/%252e%252e/x");
+    }
+
+    #[test]
+    fn the_query_is_kept_and_absolute_targets_keep_their_authority() {
+        let mut uri: http::Uri = "/a/../b?x=/../y".parse().unwrap();
+        normalise_uri(&mut uri).unwrap();
+        assert_eq!(uri, "/b?x=/../y");
+        let mut uri: http::Uri = "http://h:1/a/./b".parse().unwrap();
+        normalise_uri(&mut uri).unwrap();
+        assert_eq!(uri, "http://h:1/a/b");
     }
 
     #[test]

@@ -410,8 +410,8 @@ impl Gateway {
         }
 
         // Routed and forwarded as normalised, so `..` cannot leave a route.
-        if let Err(resp) = normalise_path(&mut parts.uri) {
-            let mut resp = *resp;
+        if let Err(e) = crate::path::normalise_uri(&mut parts.uri) {
+            let mut resp = json_error(StatusCode::BAD_REQUEST, "bad_path", &e.to_string());
             resp.headers_mut().insert(headers::REQUEST_ID, request_id);
             return Ok(resp);
         }
@@ -794,43 +794,6 @@ fn upstream_target<'a>(base: &Uri, rewritten: Option<&'a str>, client: &'a Uri) 
         Cow::Borrowed(tail)
     } else {
         Cow::Owned(format!("{prefix}{tail}"))
-    }
-}
-
-/// Replaces `uri`'s path with its normalised form ([`crate::path`]), keeping
-/// the query; a path that cannot be normalised gets a 400 (boxed: the error
-/// path is rare and the response large).
-fn normalise_path(uri: &mut Uri) -> Result<(), Box<Response<Body>>> {
-    let path = match crate::path::normalise(uri.path()) {
-        Ok(Cow::Borrowed(_)) => return Ok(()),
-        Ok(Cow::Owned(p)) => p,
-        Err(e) => {
-            return Err(Box::new(json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_path",
-                &e.to_string(),
-            )));
-        }
-    };
-    let pq = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    let normal = pq.parse::<http::uri::PathAndQuery>().ok().and_then(|pq| {
-        let mut parts = uri.clone().into_parts();
-        parts.path_and_query = Some(pq);
-        Uri::from_parts(parts).ok()
-    });
-    match normal {
-        Some(normal) => {
-            *uri = normal;
-            Ok(())
-        }
-        None => Err(Box::new(json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_path",
-            "the normalised path is not a valid request target",
-        ))),
     }
 }
 
