@@ -141,13 +141,22 @@ impl RunningGateway {
     /// listener keeps accepting for `server.drain_delay` so load balancers
     /// stop sending, then [`shutdown`](Self::shutdown).
     pub async fn drain(self) {
+        self.drain_unless(std::future::pending()).await;
+    }
+
+    /// [`drain`](Self::drain), with the drain delay cut short if `hurry`
+    /// completes first (a second SIGTERM or Ctrl-C: the operator insists).
+    pub async fn drain_unless(self, hurry: impl Future<Output = ()>) {
         self.draining.trigger();
         let delay = self.live.server.load().drain_delay;
         tracing::info!(
             delay_ms = delay.as_millis() as u64,
             "draining: /ready answers 503; the listener closes after the drain delay"
         );
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = hurry => tracing::info!("asked again: closing the listener now"),
+        }
         self.shutdown().await;
     }
 

@@ -111,3 +111,21 @@ async fn a_connection_still_open_after_the_grace_is_closed() {
     );
     shutdown.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn asking_again_cuts_the_drain_delay_short() {
+    let up = upstream(|_| async { text(200, "ok") }).await;
+    let gw = start("drain_delay = \"1h\"\nshutdown_grace = \"1s\"", up).await;
+    let addr = gw.addr;
+    let (again, asked) = tokio::sync::oneshot::channel::<()>();
+    let started = tokio::time::Instant::now();
+    let drain = tokio::spawn(gw.drain_unless(async {
+        let _ = asked.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(TcpStream::connect(addr).await.is_ok(), "still in the delay");
+    again.send(()).unwrap();
+    drain.await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3600));
+    assert!(TcpStream::connect(addr).await.is_err());
+}
