@@ -19,6 +19,7 @@ pub mod demo;
 pub mod headers;
 pub mod health_check;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod redis_backend;
 pub mod router;
