@@ -46,6 +46,7 @@ gateway_config() { # $1 = idle|policies
 listen = "127.0.0.1:$REM"
 admin_listen = "127.0.0.1:$ADMIN"
 worker_threads = 1
+drain_delay = "0s"
 CONF
     if [ "$1" = policies ]; then
         # A limit no benchmark client reaches: the check runs, nothing trips.

@@ -35,6 +35,9 @@ fn init_logging() {
 pub(crate) fn check(file: &Path) -> u8 {
     match GatewayConfig::from_file(file) {
         Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: ok ({} services, {} routes; clients on {}, admin on {})",
                 file.display(),
@@ -76,7 +79,7 @@ pub(crate) fn serve(file: &Path) -> u8 {
     rt.block_on(async {
         // Handlers first: a SIGHUP that arrives once clients can connect must
         // reload, not end the process (SIGHUP's default action).
-        let signals = Signals::install();
+        let mut signals = Signals::install();
         let gw = match RunningGateway::start_from_file(file).await {
             Ok(gw) => gw,
             Err(StartError::Config(e)) => {
@@ -92,8 +95,9 @@ pub(crate) fn serve(file: &Path) -> u8 {
             "rempart gateway: clients on http://{}, admin on http://{} (dashboard at /dashboard)",
             gw.addr, gw.admin_addr
         );
-        wait_for_signals(&gw, signals).await;
-        gw.shutdown().await;
+        wait_for_signals(&gw, &mut signals).await;
+        // A second SIGTERM or Ctrl-C cuts the drain delay short.
+        gw.drain_unless(next_stop(&mut signals)).await;
         eprintln!("rempart gateway: stopped");
         0
     })
@@ -124,10 +128,24 @@ impl Signals {
     }
 }
 
+/// The next SIGTERM or SIGINT.
+#[cfg(unix)]
+async fn next_stop(signals: &mut Signals) {
+    match &mut signals.0 {
+        Some((term, int, _)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Returns on SIGTERM or SIGINT; reloads the config on SIGHUP.
 #[cfg(unix)]
-async fn wait_for_signals(gw: &RunningGateway, signals: Signals) {
-    let Signals(Some((mut term, mut int, mut hup))) = signals else {
+async fn wait_for_signals(gw: &RunningGateway, signals: &mut Signals) {
+    let Signals(Some((term, int, hup))) = signals else {
         eprintln!("cannot listen for signals; stop the gateway with SIGKILL");
         std::future::pending::<()>().await;
         return;
@@ -137,12 +155,22 @@ async fn wait_for_signals(gw: &RunningGateway, signals: Signals) {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => match gw.reload() {
-                Ok(report) => tracing::info!(?report, "SIGHUP: configuration reloaded"),
+                Ok(report) if report.needs_restart.is_empty() => {
+                    tracing::info!(?report, "SIGHUP: configuration reloaded")
+                }
+                Ok(report) => tracing::warn!(
+                    ?report,
+                    "SIGHUP: configuration reloaded, but {} only change on restart",
+                    report.needs_restart.join(", ")
+                ),
                 Err(e) => tracing::error!("SIGHUP: {e}"),
             },
         }
     }
-    tracing::info!("stopping: no new connections, draining in-flight requests");
+    tracing::info!(
+        "stopping: /ready answers 503, the listener closes after `drain_delay`, \
+         then in-flight requests get `shutdown_grace`"
+    );
 }
 
 #[cfg(not(unix))]
@@ -156,7 +184,12 @@ impl Signals {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_gw: &RunningGateway, _signals: Signals) {
+async fn wait_for_signals(_gw: &RunningGateway, _signals: &mut Signals) {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(not(unix))]
+async fn next_stop(_signals: &mut Signals) {
     let _ = tokio::signal::ctrl_c().await;
 }
 

@@ -35,9 +35,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the resilient API gateway from a TOML config file.
     ///
-    /// On SIGTERM or Ctrl-C it stops accepting, lets in-flight requests finish
-    /// within `server.shutdown_grace`, then exits 0. On SIGHUP it re-reads the
-    /// file: a valid file applies to new requests, an invalid one is refused
+    /// On SIGTERM or Ctrl-C, `/ready` answers 503 at once, the listener closes
+    /// after `server.drain_delay`, in-flight requests get `server.shutdown_grace`
+    /// to finish, connections still open are closed, and it exits 0. On SIGHUP
+    /// (or `POST /reload` with `X-Rempart-Admin: 1`) it re-reads the file: a
+    /// valid file applies to new requests, and settings that need a restart
+    /// (the listen addresses) are named in the log; an invalid one is refused
     /// and the running configuration keeps serving.
     Gateway {
         /// The config file (see docs/gateway-config.md and examples/gateway.toml).

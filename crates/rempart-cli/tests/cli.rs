@@ -78,6 +78,31 @@ fn check_config_accepts_the_shipped_example() {
 }
 
 #[test]
+fn check_config_warns_about_the_deprecated_trusted_proxies_key() {
+    let text = std::fs::read_to_string(example_config())
+        .unwrap()
+        .replace("trusted_proxies = [\"127.0.0.1/32\"]", "")
+        .replace(
+            "burst = 20\n",
+            "burst = 20\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+        );
+    let file = temp_file("deprecated", &text);
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`rate_limit.trusted_proxies`: deprecated"),
+        "{err}"
+    );
+    assert!(err.contains("move this key to `[server]`"), "{err}");
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
 fn a_bad_config_is_reported_whole_and_the_gateway_refuses_to_start() {
     let file = temp_file(
         "bad",
@@ -137,9 +162,30 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// An upstream answering `body` to everything.
+async fn answering(body: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| async move {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                        body.as_bytes(),
+                    ))))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 fn gateway_config(upstream: SocketAddr, port: u16, admin: u16, timeout: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nshutdown_grace = \"20s\"\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nshutdown_grace = \"20s\"\ndrain_delay = \"1s\"\n\
          [[services]]\nname = \"up\"\nupstreams = [\"http://{upstream}\"]\ntimeout = \"{timeout}\"\n\
          [[routes]]\npath_prefix = \"/\"\nservice = \"up\"\n"
     )
@@ -187,8 +233,8 @@ async fn sigterm_lets_every_accepted_request_finish_then_exits_zero() {
     let arrived = Arc::new(AtomicU32::new(0));
     let release = Arc::new(tokio::sync::Notify::new());
     let upstream = holding_upstream(Arc::clone(&arrived), Arc::clone(&release)).await;
-    let port = free_port();
-    let file = temp_file("term", &gateway_config(upstream, port, free_port(), "30s"));
+    let (port, admin) = (free_port(), free_port());
+    let file = temp_file("term", &gateway_config(upstream, port, admin, "30s"));
     let mut gw = start_gateway(&file).await;
 
     let client: Client<HttpConnector, Empty<Bytes>> =
@@ -211,9 +257,30 @@ async fn sigterm_lets_every_accepted_request_finish_then_exits_zero() {
         tokio::task::yield_now().await;
     }
     signal(&gw, "TERM");
-    // The listener closes while the eight requests are still held upstream.
-    let mut refused = false;
+    // First /ready turns 503 while the listener still accepts, so a load
+    // balancer stops sending before anyone is refused.
+    let mut not_ready = false;
     for _ in 0..400 {
+        let r = client
+            .get(format!("http://127.0.0.1:{admin}/ready").parse().unwrap())
+            .await
+            .expect("the admin side answers during the drain");
+        if r.status() == 503 {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(not_ready, "after SIGTERM /ready must answer 503");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok(),
+        "the listener stays open for the drain delay"
+    );
+    // Then the listener closes while the eight requests are still held upstream.
+    let mut refused = false;
+    for _ in 0..1000 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_err()
@@ -282,6 +349,30 @@ async fn sighup_reloads_under_load_without_a_failed_request_and_refuses_a_bad_fi
         signal(&gw, "HUP");
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
+    // A reload that changes the routing is seen: /moved goes elsewhere.
+    let other = answering("other").await;
+    let moved = format!(
+        "{}[[services]]\nname = \"other\"\nupstreams = [\"http://{other}\"]\n\
+         [[routes]]\npath_prefix = \"/moved\"\nservice = \"other\"\n",
+        gateway_config(upstream, port, admin, "20s")
+    );
+    std::fs::write(&file, moved).unwrap();
+    signal(&gw, "HUP");
+    let probe: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut rerouted = false;
+    for _ in 0..400 {
+        let resp = probe
+            .get(format!("http://127.0.0.1:{port}/moved/x").parse().unwrap())
+            .await
+            .unwrap();
+        if resp.into_body().collect().await.unwrap().to_bytes() == "other" {
+            rerouted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(rerouted, "after SIGHUP the new route must be served");
     // A bad file is refused; the gateway keeps serving the last good one.
     std::fs::write(&file, "[[services]]\nname = \"\"\n").unwrap();
     signal(&gw, "HUP");
@@ -293,10 +384,19 @@ async fn sighup_reloads_under_load_without_a_failed_request_and_refuses_a_bad_fi
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let resp = client
-        .get(format!("http://127.0.0.1:{port}/after").parse().unwrap())
+        .get(
+            format!("http://127.0.0.1:{port}/moved/after")
+                .parse()
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "other",
+        "the refused file left the last good routing in place"
+    );
     signal(&gw, "TERM");
     let status = tokio::time::timeout(Duration::from_secs(20), gw.wait())
         .await

@@ -1,5 +1,12 @@
 //! The admin listener: `/health`, `/ready`, `/metrics`, a JSON status API and
 //! breaker controls. Loopback by default; a bearer token guards it otherwise.
+//!
+//! Every `POST` also needs `X-Rempart-Admin: 1` (or the bearer token): a web
+//! page the operator visits can make the browser POST to the loopback admin
+//! port, but cannot add a custom header without a CORS preflight, which
+//! this listener never grants. The `?token=` query parameter is accepted on
+//! the dashboard page alone, since a browser cannot put a header on a page
+//! it navigates to; anywhere else it would end up in logs and histories.
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -7,28 +14,44 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use rempart::health::HealthRegistry;
 use serde_json::json;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::proxy::Gateway;
+use crate::server::Live;
+
+/// The header every admin `POST` carries (or the bearer token).
+pub const ADMIN_HEADER: &str = "x-rempart-admin";
 
 #[derive(Clone)]
 struct Admin {
     gateway: Gateway,
-    token: Option<String>,
-    config_path: Option<PathBuf>,
+    live: Arc<Live>,
+    health: HealthRegistry,
 }
 
-/// The admin routes, for `gateway`, demanding `token` as a bearer token if
+/// The admin routes for `gateway`, demanding `token` as a bearer token if
 /// set; `POST /reload` re-reads `config_path`.
 pub fn router(gateway: Gateway, token: Option<String>, config_path: Option<PathBuf>) -> Router {
-    let state = Admin {
-        gateway,
-        token,
+    let mut server = gateway.config().server;
+    server.admin_token = token;
+    let live = Arc::new(Live {
+        server: arc_swap::ArcSwap::from_pointee(server),
         config_path,
-    };
+    });
+    let health = crate::server::readiness(&gateway);
+    routes(Admin {
+        gateway,
+        live,
+        health,
+    })
+}
+
+fn routes(state: Admin) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/dashboard", get(dashboard))
@@ -46,11 +69,15 @@ pub fn router(gateway: Gateway, token: Option<String>, config_path: Option<PathB
 pub(crate) async fn serve(
     listener: TcpListener,
     gateway: Gateway,
-    token: Option<String>,
-    config_path: Option<PathBuf>,
+    live: Arc<Live>,
+    health: HealthRegistry,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let app = router(gateway, token, config_path);
+    let app = routes(Admin {
+        gateway,
+        live,
+        health,
+    });
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|s| *s).await;
@@ -59,13 +86,15 @@ pub(crate) async fn serve(
 }
 
 async fn bearer(State(admin): State<Admin>, req: Request, next: Next) -> Response {
-    if let Some(token) = &admin.token {
-        // A browser cannot put a header on a page it navigates to, so the
-        // dashboard page (GET only) may carry the token as `?token=`.
-        let from_query = (req.method() == axum::http::Method::GET)
-            .then(|| req.uri().query())
-            .flatten()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    // Read per request: a reload that changes the token applies to the next one.
+    let server = admin.live.server.load();
+    let mut authorised = false;
+    if let Some(token) = &server.admin_token {
+        let from_query = (req.method() == axum::http::Method::GET
+            && is_dashboard(req.uri().path()))
+        .then(|| req.uri().query())
+        .flatten()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -81,15 +110,41 @@ async fn bearer(State(admin): State<Admin>, req: Request, next: Next) -> Respons
                     == 0
         });
         if !ok {
+            let message = if is_dashboard(req.uri().path()) {
+                "the admin API needs `Authorization: Bearer <admin_token>` (the dashboard page also takes `?token=<admin_token>`)"
+            } else {
+                "the admin API needs `Authorization: Bearer <admin_token>`; `?token=` is accepted on the dashboard page only"
+            };
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
-                axum::Json(json!({"error": "unauthorized", "message": "the admin API needs `Authorization: Bearer <admin_token>`"})),
+                axum::Json(json!({"error": "unauthorized", "message": message})),
             )
                 .into_response();
         }
+        // Only a header proves intent: a token from the query does not.
+        authorised = req.headers().contains_key(header::AUTHORIZATION);
+    }
+    if req.method() == axum::http::Method::POST
+        && !authorised
+        && req.headers().get(ADMIN_HEADER).map(|v| v.as_bytes()) != Some(b"1")
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({
+                "error": "admin_header_missing",
+                "message": "admin POST requests need the header `X-Rempart-Admin: 1` (or `Authorization: Bearer <admin_token>`); \
+                            it guards against cross-site requests from pages open in a browser",
+            })),
+        )
+            .into_response();
     }
     next.run(req).await
+}
+
+/// The paths that serve the dashboard page.
+fn is_dashboard(path: &str) -> bool {
+    matches!(path, "/" | "/dashboard")
 }
 
 /// The live dashboard: one self-contained page (no CDN) polling `/status`.
@@ -101,38 +156,11 @@ async fn health() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
+/// The library's readiness report: the gateway's checks, and 503 from the
+/// moment a drain starts.
 async fn ready(State(admin): State<Admin>) -> Response {
-    let mut failed = serde_json::Map::new();
-    for s in admin.gateway.services() {
-        if s.upstreams.available() == 0 {
-            failed.insert(
-                s.config.name.clone(),
-                json!("every upstream host is ejected or failing its health checks"),
-            );
-        }
-    }
-    if let Some(redis) = admin.gateway.redis()
-        && !redis.is_healthy()
-    {
-        failed.insert(
-            "cache".into(),
-            json!(format!(
-                "redis at {} is unreachable; serving with in-process fallbacks",
-                redis.url()
-            )),
-        );
-    }
-    let ready = failed.is_empty();
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "failed": failed,
-    });
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, axum::Json(body)).into_response()
+    let (parts, body) = admin.health.readiness().await.into_response().into_parts();
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 async fn metrics(State(admin): State<Admin>) -> Response {
@@ -220,7 +248,7 @@ async fn reset(State(admin): State<Admin>, Path(name): Path<String>) -> Response
 }
 
 async fn reload(State(admin): State<Admin>) -> Response {
-    match crate::server::reload(&admin.gateway, admin.config_path.as_deref()) {
+    match crate::server::reload(&admin.live, &admin.gateway) {
         Ok(report) => axum::Json(json!({
             "status": "reloaded",
             "breakers_kept": report.breakers_kept,

@@ -20,21 +20,19 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-/// The open client connections of one listener, and their cap.
+/// The open client connections of one listener.
 #[derive(Debug)]
 pub struct Connections {
     open: AtomicUsize,
-    max: usize,
     /// What write deadlines are counted from.
     origin: Instant,
 }
 
 impl Connections {
-    /// At most `max` connections open at once.
-    pub fn new(max: usize) -> Arc<Connections> {
+    /// None open yet.
+    pub fn new() -> Arc<Connections> {
         Arc::new(Connections {
             open: AtomicUsize::new(0),
-            max,
             origin: Instant::now(),
         })
     }
@@ -45,11 +43,11 @@ impl Connections {
     }
 
     /// A new connection's state, counted until it is dropped; `None` when
-    /// `max` are already open.
-    pub fn admit(self: &Arc<Self>) -> Option<Arc<ClientConn>> {
+    /// `max` are already open (the cap is passed in: a reload may change it).
+    pub fn admit(self: &Arc<Self>, max: usize) -> Option<Arc<ClientConn>> {
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .ok()?;
         Some(Arc::new(ClientConn {
@@ -203,22 +201,23 @@ mod tests {
 
     #[tokio::test]
     async fn connections_past_the_cap_are_refused_until_one_closes() {
-        let conns = Connections::new(2);
-        let a = conns.admit().expect("first");
-        let _b = conns.admit().expect("second");
-        assert!(conns.admit().is_none(), "a third is over the cap");
+        let conns = Connections::new();
+        let a = conns.admit(2).expect("first");
+        let _b = conns.admit(2).expect("second");
+        assert!(conns.admit(2).is_none(), "a third is over the cap");
         assert_eq!(conns.open(), 2);
         drop(a);
         assert!(
-            conns.admit().is_some(),
+            conns.admit(2).is_some(),
             "a closed connection frees its place"
         );
+        assert!(conns.admit(1).is_none(), "a lowered cap applies at once");
     }
 
     #[tokio::test(start_paused = true)]
     async fn write_deadlines_round_trip() {
-        let conns = Connections::new(1);
-        let c = conns.admit().unwrap();
+        let conns = Connections::new();
+        let c = conns.admit(1).unwrap();
         assert_eq!(c.deadline(), None);
         let at = Instant::now() + Duration::from_millis(1500);
         c.write_by(at);

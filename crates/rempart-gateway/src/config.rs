@@ -50,6 +50,9 @@ pub struct GatewayConfig {
     pub services: Vec<ServiceConfig>,
     /// Path prefixes routed to services, in file order (`[[routes]]`).
     pub routes: Vec<RouteConfig>,
+    /// What the file should change but that still works (deprecated keys),
+    /// each as `file:line:column: `key`: message`; logged at start and reload.
+    pub warnings: Vec<String>,
 }
 
 /// `[server]`.
@@ -82,6 +85,13 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Threads serving requests; 0 (the default) means one per CPU.
     pub worker_threads: usize,
+    /// Connections from these networks may name the client in
+    /// `X-Forwarded-For`; from anywhere else the header is ignored.
+    pub trusted_proxies: Vec<IpNet>,
+    /// After SIGTERM, how long `/ready` answers 503 while the gateway still
+    /// accepts, so load balancers stop sending before the listener closes.
+    /// Default 5 s; 0 closes at once.
+    pub drain_delay: Duration,
 }
 
 /// `[rate_limit]`: a token bucket per client IP.
@@ -91,9 +101,9 @@ pub struct RateLimitConfig {
     pub rate: u32,
     /// Bucket size: requests a client may send at once. Default `rate`.
     pub burst: u32,
-    /// Connections from these networks may name the client in
-    /// `X-Forwarded-For`; from anywhere else the header is ignored.
-    pub trusted_proxies: Vec<IpNet>,
+    /// IPv6 clients share one bucket per network of this prefix length
+    /// (a host gets a whole /64, so per address it could rotate). Default 64.
+    pub ipv6_prefix: u8,
 }
 
 /// `[cache]`: the stale-if-error store.
@@ -393,10 +403,17 @@ impl GatewayConfig {
         let mut r = Reader {
             text,
             problems: Vec::new(),
+            warnings: Vec::new(),
             unnamed_service: false,
         };
-        let config = r.document(doc.as_table());
+        let mut config = r.document(doc.as_table());
         if r.problems.is_empty() {
+            let file = file.as_ref().display();
+            config.warnings = r
+                .warnings
+                .iter()
+                .map(|p| format!("{file}:{}:{}: `{}`: {}", p.line, p.column, p.key, p.message))
+                .collect();
             Ok(config)
         } else {
             r.problems.sort_by_key(|p| (p.line, p.column));
@@ -421,6 +438,8 @@ struct Section<'a> {
 struct Reader<'t> {
     text: &'t str,
     problems: Vec<Problem>,
+    /// Accepted but deprecated, in document order.
+    warnings: Vec<Problem>,
     /// A `[[services]]` entry had no usable name: a route naming it would
     /// only repeat that problem, so unknown-service errors are held back.
     unnamed_service: bool,
@@ -665,8 +684,33 @@ impl<'t> Reader<'t> {
             top,
             &["server", "rate_limit", "cache", "services", "routes"],
         );
-        let server = self.server(top);
-        let rate_limit = self.rate_limit(top);
+        let (mut server, trusted_set) = self.server(top);
+        let (rate_limit, old_trusted) = match self.rate_limit(top) {
+            Some((rl, old)) => (Some(rl), old),
+            None => (None, None),
+        };
+        // `rate_limit.trusted_proxies` predates `server.trusted_proxies`:
+        // still read, with a warning, and refused if the two disagree.
+        if let Some((nets, at)) = old_trusted {
+            let (line, column) = position(self.text, at);
+            self.warnings.push(Problem {
+                line,
+                column,
+                key: "rate_limit.trusted_proxies".into(),
+                message: "deprecated: the trusted proxies apply with or without a rate \
+                          limit; move this key to `[server]`"
+                    .into(),
+            });
+            if trusted_set && server.trusted_proxies != nets {
+                self.problem(
+                    at,
+                    "rate_limit.trusted_proxies",
+                    "differs from `server.trusted_proxies`; keep only `server.trusted_proxies`",
+                );
+            } else {
+                server.trusted_proxies = nets;
+            }
+        }
         let cache = self.cache(top);
         let services = self.services(top);
         let routes = self.routes(top, &services);
@@ -676,10 +720,12 @@ impl<'t> Reader<'t> {
             cache,
             services,
             routes,
+            warnings: Vec::new(),
         }
     }
 
-    fn server(&mut self, top: Section<'_>) -> ServerConfig {
+    /// `[server]`, and whether it set `trusted_proxies`.
+    fn server(&mut self, top: Section<'_>) -> (ServerConfig, bool) {
         let defaults = ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
@@ -691,9 +737,11 @@ impl<'t> Reader<'t> {
             write_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             worker_threads: 0,
+            trusted_proxies: Vec::new(),
+            drain_delay: Duration::from_secs(5),
         };
         let Some((table, at, path)) = self.table(top, "server") else {
-            return defaults;
+            return (defaults, false);
         };
         let s = Section {
             table,
@@ -713,6 +761,8 @@ impl<'t> Reader<'t> {
                 "write_timeout",
                 "max_connections",
                 "worker_threads",
+                "trusted_proxies",
+                "drain_delay",
             ],
         );
         let listen = self.socket(s, "listen", defaults.listen);
@@ -735,7 +785,8 @@ impl<'t> Reader<'t> {
                 "the admin listener must not share `listen`'s address; pick another port",
             );
         }
-        ServerConfig {
+        let trusted = self.nets(s, "trusted_proxies");
+        let config = ServerConfig {
             listen,
             admin_listen,
             admin_token,
@@ -756,17 +807,60 @@ impl<'t> Reader<'t> {
                 defaults.max_connections as i64,
             ) as usize,
             worker_threads: self.int(s, "worker_threads", 0, 1024, 0) as usize,
-        }
+            trusted_proxies: trusted.clone().map(|t| t.0).unwrap_or_default(),
+            drain_delay: self.duration(s, "drain_delay", defaults.drain_delay),
+        };
+        (config, trusted.is_some())
     }
 
-    fn rate_limit(&mut self, top: Section<'_>) -> Option<RateLimitConfig> {
+    /// A list of networks or addresses at `key`, and where it is; `None` if absent.
+    fn nets(&mut self, s: Section<'_>, key: &str) -> Option<(Vec<IpNet>, usize)> {
+        let (item, iat, ipath) = self.entry(s, key)?;
+        let mut nets = Vec::new();
+        match item.as_array() {
+            Some(array) => {
+                for (i, v) in array.iter().enumerate() {
+                    let vat = start(v.span()).unwrap_or(iat);
+                    match v.as_str().map(parse_net) {
+                        Some(Ok(net)) => nets.push(net),
+                        Some(Err(e)) => self.problem(
+                            vat,
+                            format!("{ipath}[{i}]"),
+                            format!("expected a network such as \"10.0.0.0/8\" or an address such as \"127.0.0.1\" ({e})"),
+                        ),
+                        None => self.problem(
+                            vat,
+                            format!("{ipath}[{i}]"),
+                            format!("expected a string such as \"10.0.0.0/8\", got {}", v.type_name()),
+                        ),
+                    }
+                }
+            }
+            None => {
+                let got = describe(item);
+                self.problem(
+                    iat,
+                    ipath,
+                    format!("expected an array such as [\"127.0.0.1/32\"], got {got}"),
+                );
+            }
+        }
+        Some((nets, iat))
+    }
+
+    /// `[rate_limit]`, and its deprecated `trusted_proxies` with where it is.
+    #[allow(clippy::type_complexity)]
+    fn rate_limit(
+        &mut self,
+        top: Section<'_>,
+    ) -> Option<(RateLimitConfig, Option<(Vec<IpNet>, usize)>)> {
         let (table, at, path) = self.table(top, "rate_limit")?;
         let s = Section {
             table,
             at,
             path: &path,
         };
-        self.known_keys(s, &["rate", "burst", "trusted_proxies"]);
+        self.known_keys(s, &["rate", "burst", "ipv6_prefix", "trusted_proxies"]);
         let rate = self.value(
             s,
             "rate",
@@ -778,42 +872,16 @@ impl<'t> Reader<'t> {
             },
         );
         let burst = self.int(s, "burst", 1, 1_000_000, i64::from(rate.unwrap_or(1))) as u32;
-        let mut trusted_proxies = Vec::new();
-        if let Some((item, iat, ipath)) = self.entry(s, "trusted_proxies") {
-            match item.as_array() {
-                Some(array) => {
-                    for (i, v) in array.iter().enumerate() {
-                        let vat = start(v.span()).unwrap_or(iat);
-                        match v.as_str().map(parse_net) {
-                            Some(Ok(net)) => trusted_proxies.push(net),
-                            Some(Err(e)) => self.problem(
-                                vat,
-                                format!("{ipath}[{i}]"),
-                                format!("expected a network such as \"10.0.0.0/8\" or an address such as \"127.0.0.1\" ({e})"),
-                            ),
-                            None => self.problem(
-                                vat,
-                                format!("{ipath}[{i}]"),
-                                format!("expected a string such as \"10.0.0.0/8\", got {}", v.type_name()),
-                            ),
-                        }
-                    }
-                }
-                None => {
-                    let got = describe(item);
-                    self.problem(
-                        iat,
-                        ipath,
-                        format!("expected an array such as [\"127.0.0.1/32\"], got {got}"),
-                    );
-                }
-            }
-        }
-        Some(RateLimitConfig {
-            rate: rate.unwrap_or(1),
-            burst,
-            trusted_proxies,
-        })
+        let ipv6_prefix = self.int(s, "ipv6_prefix", 1, 128, 64) as u8;
+        let old_trusted = self.nets(s, "trusted_proxies");
+        Some((
+            RateLimitConfig {
+                rate: rate.unwrap_or(1),
+                burst,
+                ipv6_prefix,
+            },
+            old_trusted,
+        ))
     }
 
     fn cache(&mut self, top: Section<'_>) -> CacheConfig {

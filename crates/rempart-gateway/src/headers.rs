@@ -16,6 +16,82 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// into a name on every call.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// Who sent a request: the connection's peer, whether that peer is a
+/// trusted proxy, and the client it speaks for. Worked out once per request,
+/// and read by everything that needs an address (rate limit, forwarding
+/// headers), so they all agree, IPv4-mapped peers included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr {
+    /// The connection's peer, IPv4-mapped IPv6 as IPv4.
+    pub peer: IpAddr,
+    /// Whether `peer` is in the trusted proxies.
+    pub peer_trusted: bool,
+    /// The client, as [`client_ip`] finds it.
+    pub client: IpAddr,
+}
+
+impl ClientAddr {
+    /// The addresses for a request from `peer` carrying `headers`.
+    pub fn of(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
+        let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+        let peer = canonical(peer.ip());
+        let peer_trusted = is_trusted(&peer);
+        let mut client = peer;
+        if peer_trusted {
+            // Every X-Forwarded-For line in order (RFC 9110 5.3: one list),
+            // walked right to left.
+            let lines: Vec<&HeaderValue> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+            let hops = lines.into_iter().rev().flat_map(|v| {
+                v.to_str()
+                    .unwrap_or("")
+                    .rsplit(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+            });
+            for hop in hops {
+                match hop.parse::<IpAddr>().map(canonical) {
+                    Ok(ip) => {
+                        client = ip;
+                        if !is_trusted(&ip) {
+                            break;
+                        }
+                    }
+                    // Garbage: the hop that wrote it is the last one we can vouch for.
+                    Err(_) => break,
+                }
+            }
+        }
+        ClientAddr {
+            peer,
+            peer_trusted,
+            client,
+        }
+    }
+
+    /// The key the per-client rate limit counts under: the client's IPv4
+    /// address, or its IPv6 network of `ipv6_prefix` bits (one host usually
+    /// holds a whole /64, and could otherwise rotate past the limit).
+    ///
+    /// ```
+    /// use rempart_gateway::headers::ClientAddr;
+    ///
+    /// let a = ClientAddr::of("[2001:db8::1]:1".parse().unwrap(), &Default::default(), &[]);
+    /// let b = ClientAddr::of("[2001:db8::ffff]:1".parse().unwrap(), &Default::default(), &[]);
+    /// assert_eq!(a.rate_key(64), b.rate_key(64));
+    /// assert_ne!(a.rate_key(128), b.rate_key(128));
+    /// ```
+    pub fn rate_key(&self, ipv6_prefix: u8) -> IpAddr {
+        match self.client {
+            IpAddr::V6(v6) => {
+                let bits = u32::from(ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+            v4 => v4,
+        }
+    }
+}
+
 /// The client's address.
 ///
 /// From a peer outside `trusted`, the peer itself, whatever `X-Forwarded-For`
@@ -36,38 +112,7 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 /// assert_eq!(client_ip("198.51.100.1:5000".parse().unwrap(), &h, &trusted).to_string(), "198.51.100.1");
 /// ```
 pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    let mut client = canonical(peer.ip());
-    if !is_trusted(&client) {
-        return client;
-    }
-    // Every X-Forwarded-For line, right to left.
-    let hops = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .flat_map(|v| {
-            v.to_str()
-                .unwrap_or("")
-                .rsplit(',')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-        });
-    for hop in hops {
-        match hop.parse::<IpAddr>().map(canonical) {
-            Ok(ip) => {
-                client = ip;
-                if !is_trusted(&ip) {
-                    break;
-                }
-            }
-            // Garbage: the hop that wrote it is the last one we can vouch for.
-            Err(_) => break,
-        }
-    }
-    client
+    ClientAddr::of(peer, headers, trusted).client
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) as the IPv4 they are.
@@ -151,34 +196,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Appends the hop to `X-Forwarded-For` and `Forwarded` (RFC 7239), keeping
-/// what a trusted proxy wrote and dropping what an untrusted client forged.
-pub fn append_forwarded(
-    headers: &mut HeaderMap,
-    peer: IpAddr,
-    peer_trusted: bool,
-    host: Option<&HeaderValue>,
-) {
-    let peer = canonical(peer);
-    if !peer_trusted {
+/// what a trusted proxy wrote (every line of it, in order) and dropping what
+/// an untrusted client forged.
+pub fn append_forwarded(headers: &mut HeaderMap, from: &ClientAddr, host: Option<&HeaderValue>) {
+    let peer = from.peer;
+    if !from.peer_trusted {
         headers.remove(X_FORWARDED_FOR);
         headers.remove(header::FORWARDED);
     }
     let mut node = String::with_capacity(48);
     write_ip(&mut node, peer);
     let mut xff = Vec::with_capacity(64);
-    if let Some(prior) = headers.get(X_FORWARDED_FOR) {
-        xff.extend_from_slice(prior.as_bytes());
-        xff.extend_from_slice(b", ");
-    }
+    prior_list(headers, &X_FORWARDED_FOR, &mut xff);
     xff.extend_from_slice(node.as_bytes());
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     let mut fwd = Vec::with_capacity(96);
-    if let Some(prior) = headers.get(header::FORWARDED) {
-        fwd.extend_from_slice(prior.as_bytes());
-        fwd.extend_from_slice(b", ");
-    }
+    prior_list(headers, &header::FORWARDED, &mut fwd);
     fwd.extend_from_slice(b"for=");
     if peer.is_ipv6() {
         // RFC 7239: an IPv6 node is bracketed and quoted.
@@ -201,6 +236,18 @@ pub fn append_forwarded(
     }
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(fwd)) {
         headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// Every line of the list header `name`, joined in order, then `", "`:
+/// the value the next hop appends to (nothing when absent).
+fn prior_list(headers: &HeaderMap, name: &HeaderName, out: &mut Vec<u8>) {
+    for line in headers.get_all(name) {
+        let v = line.as_bytes().trim_ascii();
+        if !v.is_empty() {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+        }
     }
 }
 
@@ -332,21 +379,68 @@ mod tests {
         assert_eq!(names, vec!["accept"]);
     }
 
+    fn from(peer: &str, headers: &HeaderMap, trusted: &[&str]) -> ClientAddr {
+        let trusted: Vec<IpNet> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        ClientAddr::of(peer.parse().unwrap(), headers, &trusted)
+    }
+
+    #[test]
+    fn an_ipv4_mapped_peer_is_trusted_and_forwarded_as_ipv4() {
+        let mut headers = h(&[("x-forwarded-for", "203.0.113.7")]);
+        let addr = from("[::ffff:10.0.0.1]:1", &headers, &["10.0.0.0/8"]);
+        assert!(addr.peer_trusted);
+        assert_eq!(addr.client.to_string(), "203.0.113.7");
+        append_forwarded(&mut headers, &addr, None);
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 10.0.0.1");
+        assert_eq!(headers["forwarded"], "for=10.0.0.1;proto=http");
+    }
+
+    #[test]
+    fn every_forwarded_for_line_from_a_trusted_proxy_is_forwarded_in_order() {
+        let mut headers = h(&[
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-for", "203.0.113.7, 10.0.0.9"),
+            ("forwarded", "for=198.51.100.1"),
+            ("forwarded", "for=203.0.113.7"),
+        ]);
+        let addr = from("10.0.0.1:1", &headers, &["10.0.0.0/8"]);
+        assert_eq!(addr.client.to_string(), "203.0.113.7");
+        append_forwarded(&mut headers, &addr, None);
+        let xff: Vec<_> = headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["198.51.100.1, 203.0.113.7, 10.0.0.9, 10.0.0.1"]);
+        assert_eq!(
+            headers["forwarded"],
+            "for=198.51.100.1, for=203.0.113.7, for=10.0.0.1;proto=http"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_per_network_and_ipv4_per_address() {
+        let none = HeaderMap::new();
+        let a = from("[2001:db8:1:2::1]:1", &none, &[]);
+        let b = from("[2001:db8:1:2:ffff::9]:1", &none, &[]);
+        let other = from("[2001:db8:1:3::1]:1", &none, &[]);
+        assert_eq!(a.rate_key(64), b.rate_key(64));
+        assert_eq!(a.rate_key(64).to_string(), "2001:db8:1:2::");
+        assert_ne!(a.rate_key(64), other.rate_key(64));
+        assert_ne!(a.rate_key(128), b.rate_key(128));
+        assert_eq!(a.rate_key(1).to_string(), "::");
+        let v4 = from("192.0.2.7:1", &none, &[]);
+        assert_eq!(v4.rate_key(64).to_string(), "192.0.2.7");
+    }
+
     #[test]
     fn forwarded_headers_are_appended_from_trusted_peers_and_reset_from_others() {
         let mut trusted = h(&[("x-forwarded-for", "203.0.113.7")]);
-        append_forwarded(&mut trusted, "10.0.0.1".parse().unwrap(), true, None);
+        let addr = from("10.0.0.1:1", &trusted, &["10.0.0.0/8"]);
+        append_forwarded(&mut trusted, &addr, None);
         assert_eq!(trusted["x-forwarded-for"], "203.0.113.7, 10.0.0.1");
         assert_eq!(trusted["forwarded"], "for=10.0.0.1;proto=http");
 
         let mut forged = h(&[("x-forwarded-for", "1.1.1.1"), ("forwarded", "for=1.1.1.1")]);
         let host = HeaderValue::from_static("shop.example");
-        append_forwarded(
-            &mut forged,
-            "192.0.2.9".parse().unwrap(),
-            false,
-            Some(&host),
-        );
+        let addr = from("192.0.2.9:1", &forged, &["10.0.0.0/8"]);
+        append_forwarded(&mut forged, &addr, Some(&host));
         assert_eq!(forged["x-forwarded-for"], "192.0.2.9");
         assert_eq!(
             forged["forwarded"],

@@ -21,6 +21,7 @@ pub mod demo;
 pub mod headers;
 pub mod health_check;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod redis_backend;
 mod retry_pause;

@@ -302,11 +302,7 @@ impl State {
         Ok(State {
             route_metrics,
             config: config.clone(),
-            trusted: config
-                .rate_limit
-                .as_ref()
-                .map(|r| r.trusted_proxies.clone())
-                .unwrap_or_default(),
+            trusted: config.server.trusted_proxies.clone(),
             router,
             services,
             limiter,
@@ -428,13 +424,14 @@ impl Gateway {
         let started = s.clock.now();
         let (mut parts, body) = req.into_parts();
         let request_id = headers::request_id(&mut parts.headers);
-        let client = headers::client_ip(peer, &parts.headers, &state.trusted);
+        let client = headers::ClientAddr::of(peer, &parts.headers, &state.trusted);
 
         // Per-client rate limit, before anything else costs us work.
         if let Some(limiter) = &state.limiter
-            && let Err(refused) = limiter.check(client).await
+            && let Some(rl) = &state.config.rate_limit
+            && let Err(refused) = limiter.check(client.rate_key(rl.ipv6_prefix)).await
         {
-            tracing::debug!(%client, "rate limited");
+            tracing::debug!(client = %client.client, "rate limited");
             let mut resp: Response<Body> = refused
                 .to_response::<String>()
                 .map(|text| Either::Left(Full::new(Bytes::from(text))));
@@ -443,6 +440,12 @@ impl Gateway {
             return Ok(resp);
         }
 
+        // Routed and forwarded as normalised, so `..` cannot leave a route.
+        if let Err(e) = crate::path::normalise_uri(&mut parts.uri) {
+            let mut resp = json_error(StatusCode::BAD_REQUEST, "bad_path", &e.to_string());
+            resp.headers_mut().insert(headers::REQUEST_ID, request_id);
+            return Ok(resp);
+        }
         let Some(route) = state.router.route(parts.uri.path()).cloned() else {
             let mut resp = json_error(
                 StatusCode::NOT_FOUND,
@@ -457,8 +460,7 @@ impl Gateway {
         // Boxed: the request path's state is a few KiB, and hyper moves the
         // handler's future into place; moving a pointer is cheaper than
         // moving the state, one allocation included.
-        let mut resp =
-            Box::pin(self.forward(&state, service, &route, parts, body, peer, client)).await;
+        let mut resp = Box::pin(self.forward(&state, service, &route, parts, body, client)).await;
         resp.headers_mut().insert(headers::REQUEST_ID, request_id);
         bound_writes(conn, &resp, state.config.server.write_timeout);
         let elapsed = s.clock.now().saturating_duration_since(started);
@@ -475,8 +477,7 @@ impl Gateway {
         route: &crate::router::Route,
         mut parts: http::request::Parts,
         body: Incoming,
-        peer: SocketAddr,
-        client: std::net::IpAddr,
+        client: headers::ClientAddr,
     ) -> Response<Body> {
         let s = &*self.shared;
         // The total time this request may take, from now: the service's
@@ -563,14 +564,7 @@ impl Gateway {
 
         let upstream_host = parts.headers.get(header::HOST).cloned();
         headers::strip_hop_by_hop(&mut parts.headers);
-        let peer_trusted = state.trusted.iter().any(|n| n.contains(&peer.ip()));
-        headers::append_forwarded(
-            &mut parts.headers,
-            peer.ip(),
-            peer_trusted,
-            upstream_host.as_ref(),
-        );
-        let _ = client; // the rate limiter keys on it
+        headers::append_forwarded(&mut parts.headers, &client, upstream_host.as_ref());
 
         // The client's path and query as is (no copy) unless the route
         // strips its prefix or the upstream URL has a base path.

@@ -41,7 +41,13 @@ fn the_shipped_example_config_parses_to_the_seed_settings() {
     assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
     let rl = c.rate_limit.as_ref().unwrap();
     assert_eq!((rl.rate, rl.burst), (10, 20));
-    assert_eq!(rl.trusted_proxies, vec!["127.0.0.1/32".parse().unwrap()]);
+    assert_eq!(rl.ipv6_prefix, 64);
+    assert_eq!(
+        c.server.trusted_proxies,
+        vec!["127.0.0.1/32".parse().unwrap()]
+    );
+    assert_eq!(c.server.drain_delay, Duration::from_secs(5));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert_eq!(c.cache.backend, CacheBackend::Memory);
     assert_eq!(c.cache.ttl, Duration::from_secs(300));
 
@@ -275,16 +281,85 @@ fn an_empty_file_says_what_is_missing() {
 #[test]
 fn trusted_proxies_accept_networks_and_bare_addresses() {
     let text = format!(
-        "[rate_limit]\nrate = 5\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"proxy.local\"]\n{MINIMAL}"
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"proxy.local\"]\n{MINIMAL}"
     );
     let p = one_problem(&text);
-    assert_eq!(p.key, "rate_limit.trusted_proxies[2]");
-    let ok =
-        format!("[rate_limit]\nrate = 5\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n{MINIMAL}");
+    assert_eq!(p.key, "server.trusted_proxies[2]");
+    let ok = format!("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n{MINIMAL}");
     let c = GatewayConfig::parse(&ok, "gw.toml").unwrap();
-    let rl = c.rate_limit.unwrap();
-    assert_eq!(rl.burst, 5, "burst defaults to rate");
-    assert_eq!(rl.trusted_proxies.len(), 2);
+    assert_eq!(c.server.trusted_proxies.len(), 2);
+    assert!(c.rate_limit.is_none(), "trusted proxies need no rate limit");
+}
+
+#[test]
+fn the_old_trusted_proxies_key_still_works_with_a_deprecation_warning() {
+    let text = format!("[rate_limit]\nrate = 5\ntrusted_proxies = [\"10.0.0.0/8\"]\n{MINIMAL}");
+    let c = GatewayConfig::parse(&text, "gw.toml").unwrap();
+    assert_eq!(
+        c.rate_limit.as_ref().unwrap().burst,
+        5,
+        "burst defaults to rate"
+    );
+    assert_eq!(
+        c.server.trusted_proxies,
+        vec!["10.0.0.0/8".parse().unwrap()]
+    );
+    assert_eq!(c.warnings.len(), 1);
+    assert!(
+        c.warnings[0].starts_with("gw.toml:3:19: `rate_limit.trusted_proxies`: deprecated"),
+        "{}",
+        c.warnings[0]
+    );
+    assert!(c.warnings[0].contains("`[server]`"), "{}", c.warnings[0]);
+
+    // Both, agreeing: accepted (still with the warning); disagreeing: refused.
+    let same = format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
+         [rate_limit]\nrate = 5\ntrusted_proxies = [\"10.0.0.0/8\"]\n{MINIMAL}"
+    );
+    assert_eq!(
+        GatewayConfig::parse(&same, "gw.toml")
+            .unwrap()
+            .warnings
+            .len(),
+        1
+    );
+    let differ = format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
+         [rate_limit]\nrate = 5\ntrusted_proxies = [\"127.0.0.1\"]\n{MINIMAL}"
+    );
+    let p = one_problem(&differ);
+    assert_eq!((p.line, p.key.as_str()), (5, "rate_limit.trusted_proxies"));
+    assert!(
+        p.message.contains("server.trusted_proxies"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn the_ipv6_prefix_and_the_drain_delay_are_checked() {
+    let ok = format!(
+        "[server]\ndrain_delay = \"0s\"\n[rate_limit]\nrate = 5\nipv6_prefix = 48\n{MINIMAL}"
+    );
+    let c = GatewayConfig::parse(&ok, "gw.toml").unwrap();
+    assert_eq!(c.rate_limit.unwrap().ipv6_prefix, 48);
+    assert_eq!(c.server.drain_delay, Duration::ZERO);
+    for bad in ["0", "129", "\"64\""] {
+        let p = one_problem(&format!(
+            "[rate_limit]\nrate = 5\nipv6_prefix = {bad}\n{MINIMAL}"
+        ));
+        assert_eq!(p.key, "rate_limit.ipv6_prefix");
+        assert!(p.message.contains("from 1 to 128"), "{}", p.message);
+    }
+    let p = one_problem(&format!("[server]\ndrain_delay = 5\n{MINIMAL}"));
+    assert_eq!((p.line, p.key.as_str()), (2, "server.drain_delay"));
+    let p = one_problem(&format!("[server]\ndrain_dealy = \"5s\"\n{MINIMAL}"));
+    assert!(
+        p.message.contains("did you mean `drain_delay`?"),
+        "{}",
+        p.message
+    );
 }
 
 #[test]

@@ -281,6 +281,7 @@ async fn admin_endpoints_report_and_control_the_breakers() {
     assert_eq!(get(&c, admin("/ready")).await.status, 200);
 
     let trip = Request::post(admin("/breakers/users/trip"))
+        .header("x-rempart-admin", "1")
         .body(Full::default())
         .unwrap();
     let a = send(&c, trip).await;
@@ -294,6 +295,7 @@ async fn admin_endpoints_report_and_control_the_breakers() {
     assert!(status.contains("\"circuit\":\"Open\""), "{status}");
 
     let reset = Request::post(admin("/breakers/users/reset"))
+        .header("x-rempart-admin", "1")
         .body(Full::default())
         .unwrap();
     assert_eq!(send(&c, reset).await.status, 200);
@@ -303,6 +305,7 @@ async fn admin_endpoints_report_and_control_the_breakers() {
     );
 
     let nobody = Request::post(admin("/breakers/nobody/trip"))
+        .header("x-rempart-admin", "1")
         .body(Full::default())
         .unwrap();
     assert_eq!(send(&c, nobody).await.status, 404);

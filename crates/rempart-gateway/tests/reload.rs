@@ -122,6 +122,7 @@ async fn a_bad_reload_is_refused_and_the_old_configuration_keeps_serving() {
     let a = send(
         &c,
         Request::post(format!("http://{}/reload", gw.admin_addr))
+            .header("x-rempart-admin", "1")
             .body(Full::default())
             .unwrap(),
     )
@@ -171,5 +172,85 @@ async fn reloading_under_load_fails_no_request() {
     for l in load {
         assert!(l.await.unwrap() > 0);
     }
+    gw.shutdown().await;
+}
+
+/// A raw request with a `header_kib` KiB header on a new connection; the
+/// status line of the answer.
+async fn status_line_with_header(addr: std::net::SocketAddr, header_kib: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let big = "a".repeat(header_kib * 1024);
+    s.write_all(
+        format!("GET /users HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {big}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_reload_applies_the_admin_token_and_limits_and_names_what_needs_a_restart() {
+    let users = upstream(|_| async { text(200, "users") }).await;
+    let orders = upstream(|_| async { text(200, "orders") }).await;
+    let file = ConfigFile::new("reload-server", &config(users, orders, ""));
+    let gw = RunningGateway::start_from_file(&file.0).await.unwrap();
+    let c = client();
+    let admin = |p: &str| format!("http://{}{p}", gw.admin_addr);
+    assert_eq!(get(&c, admin("/status")).await.status, 200);
+    assert_eq!(
+        status_line_with_header(gw.addr, 12).await,
+        "HTTP/1.1 200 OK"
+    );
+
+    file.write(&config(users, orders, "").replace(
+        "listen = \"127.0.0.1:0\"\nadmin_listen",
+        "listen = \"127.0.0.1:1\"\nadmin_token = \"fresh\"\nmax_header_bytes = \"8KiB\"\n\
+         max_body_bytes = 16\nworker_threads = 3\nadmin_listen",
+    ));
+    let a = send(
+        &c,
+        Request::post(admin("/reload"))
+            .header("x-rempart-admin", "1")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        a.body
+            .contains("\"needs_restart\":[\"server.listen\",\"server.worker_threads\"]"),
+        "{}",
+        a.body
+    );
+    // The new token guards the very next admin request.
+    assert_eq!(get(&c, admin("/status")).await.status, 401);
+    let with_token = Request::get(admin("/status"))
+        .header("authorization", "Bearer fresh")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&c, with_token).await.status, 200);
+    // The head limit holds from the next connection, the body limit at once.
+    assert!(
+        status_line_with_header(gw.addr, 12)
+            .await
+            .starts_with("HTTP/1.1 431"),
+    );
+    let body = Request::post(format!("http://{}/users", gw.addr))
+        .body(Full::new(bytes::Bytes::from_static(&[b'x'; 32])))
+        .unwrap();
+    assert_eq!(send(&c, body).await.status, 413);
+    // The listener stays where it was bound.
+    assert_eq!(
+        get(&c, format!("http://{}/users", gw.addr)).await.body,
+        "users"
+    );
     gw.shutdown().await;
 }
