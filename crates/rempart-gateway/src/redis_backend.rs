@@ -63,8 +63,8 @@ impl RedisBackend {
         }))
     }
 
-    /// The breaker in front of Redis (its state is on `/metrics` and the dashboard
-    /// like any other).
+    /// The breaker in front of Redis (for tests and for whoever wants to show it;
+    /// `/ready` already reports Redis as down while it is open).
     pub fn breaker(&self) -> &CircuitBreaker {
         &self.breaker
     }
