@@ -664,11 +664,9 @@ impl Gateway {
                     ),
                     _ => None,
                 };
-                if let Some(base) = stale_key.as_deref()
+                if let Some(base) = stale_key.as_ref()
                     && let Some(keep) = keep
-                    && s.stale
-                        .wants(&cacheable::variant_key(base, &keep.vary, &parts.headers))
-                        .await
+                    && s.stale.wants(base, &keep, &parts.headers).await
                 {
                     return match rbody.collect().await {
                         Ok(collected) => {

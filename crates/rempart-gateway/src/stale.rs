@@ -310,10 +310,19 @@ impl StaleResponses {
         }
     }
 
-    /// Whether an answer for `key` should be kept now: none is kept here, or
-    /// the one kept is older than [`REFRESH_EVERY`].
-    pub async fn wants(&self, key: &String) -> bool {
-        match self.memory.get(key).await {
+    /// Whether the answer to a request with `request` headers under `base`
+    /// should be kept now, as `keep` allows: none is kept here, or the one
+    /// kept is older than [`REFRESH_EVERY`].
+    pub async fn wants(&self, base: &String, keep: &Keep, request: &HeaderMap) -> bool {
+        let found = if keep.vary.is_empty() {
+            // The common case, without building a key.
+            self.memory.get(base).await
+        } else {
+            self.memory
+                .get(&variant_key(base, &keep.vary, request))
+                .await
+        };
+        match found {
             None => true,
             Some(e) => self.clock.now().saturating_duration_since(e.stored_at) >= REFRESH_EVERY,
         }
