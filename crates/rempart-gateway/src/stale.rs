@@ -439,6 +439,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_redis_that_does_not_answer_cannot_pile_up_writes() {
+        // Accepts and never answers: every write would wait out its deadline.
+        let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", hole.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = hole.accept().await {
+                held.push(conn);
+            }
+        });
+        let store = StaleResponses::new(
+            Duration::from_secs(60),
+            Some(RedisBackend::new(&url).unwrap()),
+        );
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let before = tasks();
+        let keep = Keep {
+            vary: vec![],
+            serve_for: None,
+        };
+        for i in 0..3 * REDIS_WRITES {
+            let answered = tokio::time::timeout(
+                Duration::from_millis(50),
+                store.put(&format!("k{i}"), &keep, &HeaderMap::new(), answer()),
+            )
+            .await;
+            assert!(answered.is_ok(), "a write waited on redis");
+        }
+        let spawned = tasks() - before;
+        assert!(spawned <= REDIS_WRITES, "{spawned} redis writes in flight");
+        // Each answer is still kept in process.
+        assert!(store.memory.get(&"k0".to_owned()).await.is_some());
+    }
+
+    #[tokio::test]
     async fn stale_if_error_zero_is_never_served() {
         let store = StaleResponses::new(Duration::from_secs(60), None);
         let keep = Keep {
