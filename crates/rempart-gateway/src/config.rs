@@ -273,6 +273,11 @@ pub struct FallbackConfig {
     /// Serve the last good response for the same request, marked
     /// `X-Degraded-Mode: true`. Default true.
     pub stale_cache: bool,
+    /// Also keep answers to requests carrying `Authorization` or `Cookie`,
+    /// and answers marked `private` or setting a cookie to such requests,
+    /// each keyed by a digest of the request's credentials so only the same
+    /// credentials get it back. Default false: such answers are never kept.
+    pub stale_cache_private: bool,
     /// The `message` of the 503 JSON body when nothing stale is at hand.
     pub message: String,
     /// `Retry-After` on that 503; default the breaker's `reset_timeout`.
@@ -1416,13 +1421,23 @@ impl<'t> Reader<'t> {
         let Some(f) = self.sub(s, "fallback", &mut path) else {
             return FallbackConfig {
                 stale_cache: true,
+                stale_cache_private: false,
                 message: default_message.into(),
                 retry_after: reset_timeout,
             };
         };
-        self.known_keys(f, &["stale_cache", "message", "retry_after"]);
+        self.known_keys(
+            f,
+            &[
+                "stale_cache",
+                "stale_cache_private",
+                "message",
+                "retry_after",
+            ],
+        );
         FallbackConfig {
             stale_cache: self.bool(f, "stale_cache", true),
+            stale_cache_private: self.bool(f, "stale_cache_private", false),
             message: self
                 .string(f, "message", "a string", false)
                 .unwrap_or_else(|| default_message.into()),

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cacheable;
 pub mod client;
 pub mod client_conn;
 pub mod client_limit;

@@ -33,6 +33,7 @@ use rempart::clock::{Clock, Instant};
 use rempart::deadline::Deadline;
 use rempart::rng::{Rng, SplitMix64};
 
+use crate::cacheable;
 use crate::client::{UpstreamBody, UpstreamClient, UpstreamRequest, is_idempotent};
 use crate::client_conn::ClientConn;
 use crate::client_limit::ClientLimiter;
@@ -43,7 +44,7 @@ use crate::health_check::HealthCheck;
 use crate::metrics::{LatencyWindow, Metrics, Outcome, RouteMetrics, ServiceCounters};
 use crate::redis_backend::RedisBackend;
 use crate::router::Router;
-use crate::stale::StaleResponses;
+use crate::stale::{StaleAnswer, StaleResponses};
 use crate::upstream::Upstreams;
 use rempart::retry::{Backoff, Jitter, RetryBudget, parse_retry_after};
 
@@ -528,12 +529,22 @@ impl Gateway {
             }
         };
 
-        // Where this request's last good answer is kept, if it may have one.
-        // HEAD reads GET's answer; only a GET's answer is stored.
+        // Where this request's last good answer is kept, if it may have one
+        // (`cacheable` decides: never another user's). HEAD reads GET's
+        // answer; only a GET's answer is stored.
         let is_get = parts.method == Method::GET;
-        let stale_key = (service.config.fallback.stale_cache
-            && (parts.method == Method::GET || parts.method == Method::HEAD))
-            .then(|| StaleResponses::key(&service.config.name, &Method::GET, &parts.uri));
+        let fallback_config = &service.config.fallback;
+        let stale_key = if fallback_config.stale_cache {
+            cacheable::request_key(
+                &service.config.name,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                fallback_config.stale_cache_private,
+            )
+        } else {
+            None
+        };
 
         // Bulkhead: a slot, or a refusal after `max_wait`. The slot travels
         // with the response body, so a streamed answer keeps it until it ends.
@@ -543,7 +554,12 @@ impl Gateway {
                 Err(_) => {
                     service.counters.count(Outcome::BulkheadFull);
                     return self
-                        .fallback(service, Refusal::BulkheadFull, stale_key.as_deref())
+                        .fallback(
+                            service,
+                            Refusal::BulkheadFull,
+                            stale_key.as_deref(),
+                            &parts.headers,
+                        )
                         .await;
                 }
             },
@@ -557,7 +573,7 @@ impl Gateway {
             Err(_) => {
                 service.counters.count(Outcome::Rejected);
                 return self
-                    .fallback(service, Refusal::Open, stale_key.as_deref())
+                    .fallback(service, Refusal::Open, stale_key.as_deref(), &parts.headers)
                     .await;
             }
         };
@@ -678,7 +694,7 @@ impl Gateway {
                     // A kept good answer beats a 5xx; without one, the 5xx goes
                     // to the client as the upstream sent it.
                     if let Some(key) = stale_key.as_deref()
-                        && let Some(stale) = self.stale_answer(key).await
+                        && let Some(stale) = self.stale_answer(key, &parts.headers).await
                     {
                         service.counters.count(Outcome::Fallback);
                         return stale;
@@ -688,19 +704,26 @@ impl Gateway {
                 }
                 // The client has already dropped the hop-by-hop fields.
                 let (rparts, rbody) = resp.into_parts();
-                // A 200 small enough to keep is read whole and kept for later
-                // fallbacks; anything else streams through.
+                // A shareable 200 small enough to keep is read whole and kept
+                // for later fallbacks; anything else streams through.
                 let keepable = rparts
                     .headers
                     .get(header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok())
                     .is_some_and(|n| n <= crate::stale::MAX_BODY);
-                if let Some(key) = stale_key
-                    && is_get
-                    && rparts.status == StatusCode::OK
-                    && keepable
-                    && s.stale.wants(&key).await
+                let keep = match &stale_key {
+                    Some(_) if is_get && keepable => cacheable::response_keep(
+                        &parts.headers,
+                        rparts.status,
+                        &rparts.headers,
+                        fallback_config.stale_cache_private,
+                    ),
+                    _ => None,
+                };
+                if let Some(base) = stale_key.as_ref()
+                    && let Some(keep) = keep
+                    && s.stale.wants(base, &keep, &parts.headers).await
                 {
                     return match tokio::time::timeout_at(wall_deadline, rbody.collect()).await {
                         Ok(Ok(collected)) => {
@@ -708,8 +731,8 @@ impl Gateway {
                                 p.success();
                             }
                             let body = collected.to_bytes();
-                            let ct = rparts.headers.get(header::CONTENT_TYPE).cloned();
-                            s.stale.put(key, 200, ct, body.clone()).await;
+                            let answer = StaleAnswer::new(200, &rparts.headers, body.clone());
+                            s.stale.put(base, &keep, &parts.headers, answer).await;
                             drop(slot);
                             Response::from_parts(rparts, Either::Left(Full::new(body)))
                         }
@@ -717,13 +740,15 @@ impl Gateway {
                             if let Some(p) = permit.take() {
                                 p.failure();
                             }
-                            self.fallback(service, Refusal::Unreachable, None).await
+                            self.fallback(service, Refusal::Unreachable, None, &parts.headers)
+                                .await
                         }
                         Err(_) => {
                             if let Some(p) = permit.take() {
                                 p.failure();
                             }
-                            self.fallback(service, Refusal::Timeout, None).await
+                            self.fallback(service, Refusal::Timeout, None, &parts.headers)
+                                .await
                         }
                     };
                 }
@@ -733,26 +758,37 @@ impl Gateway {
             Ok(Attempt::Timeout) => {
                 permit.failure();
                 service.counters.count(Outcome::Timeout);
-                self.fallback(service, Refusal::Timeout, stale_key.as_deref())
-                    .await
+                self.fallback(
+                    service,
+                    Refusal::Timeout,
+                    stale_key.as_deref(),
+                    &parts.headers,
+                )
+                .await
             }
             Ok(Attempt::Connect | Attempt::Reset) | Err(_) => {
                 permit.failure();
                 service.counters.count(Outcome::Failure);
-                self.fallback(service, Refusal::Unreachable, stale_key.as_deref())
-                    .await
+                self.fallback(
+                    service,
+                    Refusal::Unreachable,
+                    stale_key.as_deref(),
+                    &parts.headers,
+                )
+                .await
             }
         }
     }
 
-    /// The kept answer under `key`, marked degraded, with its `Age`.
-    async fn stale_answer(&self, key: &str) -> Option<Response<Body>> {
-        let (answer, age) = self.shared.stale.get(key).await?;
+    /// The answer kept under `key` for a request with `request` headers,
+    /// marked degraded, with its `Age`.
+    async fn stale_answer(&self, key: &str, request: &http::HeaderMap) -> Option<Response<Body>> {
+        let (answer, age) = self.shared.stale.get(key, request).await?;
         let mut resp = Response::new(Either::Left(Full::new(answer.body)));
         *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
         let h = resp.headers_mut();
-        if let Some(ct) = answer.content_type {
-            h.insert(header::CONTENT_TYPE, ct);
+        for (name, value) in answer.headers {
+            h.append(name, value);
         }
         h.insert(header::AGE, HeaderValue::from(age.as_secs()));
         h.insert(X_DEGRADED_MODE, HeaderValue::from_static("true"));
@@ -766,10 +802,11 @@ impl Gateway {
         service: &Service,
         why: Refusal,
         stale_key: Option<&str>,
+        request: &http::HeaderMap,
     ) -> Response<Body> {
         service.counters.count(Outcome::Fallback);
         if let Some(key) = stale_key
-            && let Some(resp) = self.stale_answer(key).await
+            && let Some(resp) = self.stale_answer(key, request).await
         {
             return resp;
         }
@@ -779,12 +816,14 @@ impl Gateway {
             Refusal::BulkheadFull => (StatusCode::SERVICE_UNAVAILABLE, "service_busy"),
             Refusal::Unreachable => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
         };
-        let body = serde_json_like(&[
-            ("error", code),
-            ("service", &service.config.name),
-            ("message", &service.config.fallback.message),
-        ]);
-        let mut resp = json_response(status, body);
+        let mut resp = json_response(
+            status,
+            &ErrorBody {
+                error: code,
+                service: Some(&service.config.name),
+                message: &service.config.fallback.message,
+            },
+        );
         let secs = service.config.fallback.retry_after.as_secs().max(1);
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -907,48 +946,33 @@ fn too_large(limit: u64) -> Response<Body> {
 pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     json_response(
         status,
-        serde_json_like(&[("error", code), ("message", message)]),
+        &ErrorBody {
+            error: code,
+            service: None,
+            message,
+        },
     )
 }
 
-fn json_response(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
+/// The gateway's JSON error body, fields in this order.
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a str>,
+    message: &'a str,
+}
+
+fn json_response(status: StatusCode, body: &ErrorBody<'_>) -> Response<Body> {
+    // Serializing three strings cannot fail; an empty object would be a bug, not a panic.
+    let text = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(text))));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     resp
-}
-
-/// A flat JSON object of strings (no serde needed for three fields).
-fn serde_json_like(fields: &[(&str, &str)]) -> String {
-    let mut out = String::from("{");
-    for (i, (k, v)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&json_string(k));
-        out.push(':');
-        out.push_str(&json_string(v));
-    }
-    out.push('}');
-    out
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -988,11 +1012,21 @@ mod tests {
     }
 
     #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(
-            serde_json_like(&[("m", "say \"hi\"\n")]),
-            r#"{"m":"say \"hi\"\u000a"}"#
-        );
+    fn json_error_bodies_keep_their_fields_in_order_and_escape_text() {
+        let resp = json_error(StatusCode::BAD_REQUEST, "bad", "say \"hi\"\n");
+        let Either::Left(full) = resp.into_body() else {
+            panic!("a made-up body")
+        };
+        let body = futures_lite_body(full);
+        assert_eq!(body, r#"{"error":"bad","message":"say \"hi\"\n"}"#);
+    }
+
+    fn futures_lite_body(full: Full<Bytes>) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt.block_on(full.collect()).unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
     }
 
     #[test]

@@ -113,6 +113,22 @@ where
                 .build(),
         }
     }
+
+    /// At most `max_weight` in total, as `weigh` counts each entry (say, the
+    /// bytes of its value), each dropped a little after `ttl` as in [`new`](Self::new).
+    pub fn weighted(
+        max_weight: u64,
+        ttl: Duration,
+        weigh: impl Fn(&K, &V) -> u32 + Send + Sync + 'static,
+    ) -> Self {
+        MokaStore {
+            cache: moka::future::Cache::builder()
+                .max_capacity(max_weight)
+                .weigher(move |k: &K, v: &Stored<V>| weigh(k, &v.value))
+                .time_to_live(memory_bound(ttl))
+                .build(),
+        }
+    }
 }
 
 /// moka's TTL: ours plus a tenth (at least a second), so real-time eviction
@@ -238,10 +254,17 @@ where
 
     /// Stores `value` as the latest good answer for `key`.
     pub async fn store(&self, key: K, value: V) {
+        self.store_for(key, value, self.ttl).await;
+    }
+
+    /// Stores `value` for `key`, to be served for at most `ttl` (capped at the
+    /// cache's TTL): for a value whose source bounds its own staleness, as an
+    /// HTTP answer's `stale-if-error` does.
+    pub async fn store_for(&self, key: K, value: V, ttl: Duration) {
         let entry = Stored {
             value,
             stored_at: self.clock.now(),
-            ttl: self.ttl,
+            ttl: ttl.min(self.ttl),
         };
         self.store.put(key, entry).await;
         self.counts.bump(STORED);
@@ -301,5 +324,41 @@ where
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[tokio::test]
+    async fn a_value_stored_for_less_than_the_ttl_is_not_served_past_it() {
+        let clock = ManualClock::new();
+        let cache = StaleCache::<&str, u32>::with_clock(Duration::from_secs(300), clock.clone());
+        cache.store_for("bounded", 1, Duration::from_secs(10)).await;
+        cache
+            .store_for("capped", 2, Duration::from_secs(3600))
+            .await;
+        clock.advance(Duration::from_secs(9));
+        assert_eq!(cache.lookup(&"bounded").await.map(|(v, _)| v), Some(1));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(cache.lookup(&"bounded").await, None);
+        clock.advance(Duration::from_secs(290));
+        assert_eq!(
+            cache.lookup(&"capped").await,
+            None,
+            "the cache's TTL caps store_for"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_weighted_store_serves_what_it_holds() {
+        let store = MokaStore::<u32, Vec<u8>>::weighted(1_000, Duration::from_secs(60), |_, v| {
+            u32::try_from(v.len()).unwrap_or(u32::MAX)
+        });
+        let cache = StaleCache::with_store(store, Duration::from_secs(60), ManualClock::new());
+        cache.store(1, vec![0; 10]).await;
+        assert_eq!(cache.lookup(&1).await.map(|(v, _)| v.len()), Some(10));
     }
 }
