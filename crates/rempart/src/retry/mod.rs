@@ -20,6 +20,7 @@ mod error;
 mod http;
 mod jitter;
 mod layer;
+mod listener;
 mod metrics;
 mod policy;
 mod prometheus;
@@ -32,14 +33,13 @@ pub use error::RetryError;
 pub use http::parse_retry_after;
 pub use jitter::Jitter;
 pub use layer::{RetryLayer, RetryService};
+pub use listener::{GiveUp, RetryEvent, RetryListener, TracingRetryListener};
 pub use metrics::{DELAY_BUCKETS, RetryMetrics};
 pub use policy::{
     Decision, HttpOutcome, RetryErrors, RetryPolicy, StopWhenOpen, http_decision, http_not_sent,
 };
 pub use prometheus::RetryCollector;
-pub use retry::{
-    GiveUp, Retry, RetryBuilder, RetryCall, RetryEvent, RetryListener, TracingRetryListener,
-};
+pub use retry::{Retry, RetryBuilder, RetryCall};
 
 pub use crate::ConfigError;
 
