@@ -10,7 +10,7 @@ use super::error::RetryError;
 use super::jitter::Jitter;
 use super::listener::{GiveUp, RetryEvent, RetryListener};
 use super::metrics::{Counter, RetryMetrics, Stats};
-use super::policy::{Decision, RetryErrors, RetryPolicy};
+use super::policy::{Decision, RetryErrors, RetryPolicy, retry_delay};
 use crate::ConfigError;
 use crate::clock::{Clock, Instant, TokioClock};
 use crate::deadline::Deadline;
@@ -455,37 +455,35 @@ impl Inner {
                     (outcome, decision)
                 }
             };
-            let wanted = match decision {
-                Decision::Accept | Decision::Stop => None,
-                Decision::Retry => Some(None),
-                Decision::RetryAfter(d) => Some(Some(d)),
-            };
             // The result stands: a success, a non-retryable error, a stop.
-            let Some(asked) = wanted else {
+            if matches!(decision, Decision::Accept | Decision::Stop) {
                 if attempt > 1 || !matches!(outcome, Attempt::Done(Ok(_))) {
                     inner.tell(|l| l.on_give_up(&inner.name, attempt, GiveUp::NotRetried));
                 }
                 return inner.finish(outcome, attempt, Counter::NotRetried);
-            };
+            }
             if attempt >= inner.max_attempts {
                 inner.stats.bump(Counter::MaxRetriesReached);
                 inner.tell(|l| l.on_give_up(&inner.name, attempt, GiveUp::AttemptsSpent));
                 return inner.finish(outcome, attempt, Counter::Exhausted);
             }
-            let delay = match asked {
-                // The server's Retry-After, bounded by the backoff's cap.
-                Some(d) => d.min(inner.backoff.max()),
-                None => {
-                    let base = inner.backoff.delay(attempt);
-                    let mut rng = inner.rng.lock().unwrap_or_else(|p| p.into_inner());
-                    inner.jitter.apply(
-                        base,
-                        previous_delay,
-                        inner.backoff.initial(),
-                        inner.backoff.max(),
-                        &mut **rng,
-                    )
-                }
+            // The jittered backoff is drawn only when the decision uses it, so
+            // a Retry-After leaves the random sequence untouched.
+            let backoff_delay = if decision == Decision::Retry {
+                let base = inner.backoff.delay(attempt);
+                let mut rng = inner.rng.lock().unwrap_or_else(|p| p.into_inner());
+                inner.jitter.apply(
+                    base,
+                    previous_delay,
+                    inner.backoff.initial(),
+                    inner.backoff.max(),
+                    &mut **rng,
+                )
+            } else {
+                Duration::ZERO
+            };
+            let Some(delay) = retry_delay(decision, backoff_delay, inner.backoff.max()) else {
+                return inner.finish(outcome, attempt, Counter::NotRetried);
             };
             let own_left = if timed {
                 let elapsed = inner.clock.now().saturating_duration_since(start);
@@ -524,7 +522,7 @@ impl Inner {
                     attempt,
                     delay,
                     after_timeout: timed_out,
-                    retry_after: asked.is_some(),
+                    retry_after: matches!(decision, Decision::RetryAfter(_)),
                 })
             });
             previous_delay = delay;
