@@ -20,6 +20,13 @@ fn constant(pause: Duration, attempts: u32) -> rempart::retry::RetryBuilder {
         .jitter(Jitter::None)
 }
 
+/// An operation that does not answer for a minute, counting its calls.
+async fn hang(calls: &AtomicU32) -> Result<(), ()> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(60 * S).await;
+    Ok(())
+}
+
 #[derive(Debug, Default, Clone)]
 struct GiveUps(Arc<Mutex<Vec<(u32, GiveUp)>>>);
 
@@ -124,11 +131,7 @@ async fn a_retry_attempt_timeout_is_cut_at_the_deadline() {
     let calls = AtomicU32::new(0);
     let start = Instant::now();
     let err = Deadline::after(3 * S)
-        .scope(retry.call(|| async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(60 * S).await;
-            Ok::<(), ()>(())
-        }))
+        .scope(retry.call(|| hang(&calls)))
         .await
         .unwrap_err();
     assert!(
@@ -148,11 +151,7 @@ async fn pipeline_attempts_are_cut_at_the_deadline_and_not_retried_past_it() {
     let calls = AtomicU32::new(0);
     let start = Instant::now();
     let err = Deadline::after(2 * S)
-        .scope(p.call(|| async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(60 * S).await;
-            Ok::<(), ()>(())
-        }))
+        .scope(p.call(|| hang(&calls)))
         .await
         .unwrap_err();
     assert!(
@@ -166,12 +165,10 @@ async fn pipeline_attempts_are_cut_at_the_deadline_and_not_retried_past_it() {
 #[tokio::test(start_paused = true)]
 async fn a_pipeline_without_a_timeout_still_ends_its_attempt_at_the_deadline() {
     let p = Pipeline::builder("no-timeout").build();
+    let calls = AtomicU32::new(0);
     let start = Instant::now();
     let err = Deadline::after(S)
-        .scope(p.call(|| async {
-            tokio::time::sleep(60 * S).await;
-            Ok::<(), ()>(())
-        }))
+        .scope(p.call(|| hang(&calls)))
         .await
         .unwrap_err();
     assert!(matches!(err, PipelineError::TimedOut(_)), "{err:?}");
@@ -186,14 +183,7 @@ async fn without_a_deadline_the_pipeline_timeout_and_retries_are_unchanged() {
         .build();
     let calls = AtomicU32::new(0);
     let start = Instant::now();
-    let err = p
-        .call(|| async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(60 * S).await;
-            Ok::<(), ()>(())
-        })
-        .await
-        .unwrap_err();
+    let err = p.call(|| hang(&calls)).await.unwrap_err();
     assert!(matches!(err, PipelineError::TimedOut(Elapsed { limit }) if limit == S));
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(start.elapsed(), Duration::from_millis(3020));
