@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         let trimmed = text.trim();
         if parse_grpc_timeout(text).is_some() {
             // 1 to 8 digits and a one-byte unit.
-            assert!(trimmed.is_ascii() && (2..=9).contains(&trimmed.len()), "{text:?}");
+            assert!(
+                trimmed.is_ascii() && (2..=9).contains(&trimmed.len()),
+                "{text:?}"
+            );
         }
         if parse_timeout_ms(text).is_some() {
             assert!(trimmed.bytes().all(|b| b.is_ascii_digit()), "{text:?}");
