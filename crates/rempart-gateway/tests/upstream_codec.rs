@@ -3,46 +3,12 @@
 //! arbitrary points as reads cut them (they must decode exactly). The fuzz
 //! target in `fuzz/` explores the same properties for longer.
 
+mod codec_support;
+
+use codec_support::{check_head, decode_in_pieces};
 use http::{Method, StatusCode};
 use proptest::prelude::*;
-use rempart_gateway::client::codec::{
-    ChunkedDecoder, MAX_HEADERS, body_plan, parse_content_length, scan_head,
-};
-
-/// Feeds `input` to a decoder in pieces ending at `cuts`, keeping unconsumed
-/// bytes as the connection's buffer does: the body, or the first error, or
-/// `None` if the input ended first. Checks the decoder's promises as it goes.
-fn decode_in_pieces(input: &[u8], cuts: &[usize]) -> Option<Result<Vec<u8>, &'static str>> {
-    let mut decoder = ChunkedDecoder::new();
-    let mut out = Vec::new();
-    let mut ends: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    ends.push(input.len());
-    ends.sort_unstable();
-    let mut pos = 0;
-    for end in ends {
-        loop {
-            let buf = &input[pos..end];
-            let d = match decoder.decode(buf) {
-                Ok(d) => d,
-                Err(why) => return Some(Err(why)),
-            };
-            assert!(d.skip + d.data <= buf.len(), "decoded past its input");
-            assert!(!(d.end && d.data > 0), "data reported with the end");
-            out.extend_from_slice(&buf[d.skip..d.skip + d.data]);
-            pos += d.skip + d.data;
-            if d.end {
-                assert!(decoder.is_done());
-                assert!(out.len() <= input.len());
-                return Some(Ok(out));
-            }
-            if d.skip == 0 && d.data == 0 {
-                break;
-            }
-        }
-    }
-    assert!(out.len() <= input.len());
-    None
-}
+use rempart_gateway::client::codec::{MAX_HEADERS, body_plan, parse_content_length, scan_head};
 
 /// A valid chunked body: chunks with optional extensions, in either hex
 /// case and with leading zeros, then optional trailers.
@@ -125,17 +91,7 @@ proptest! {
         input in proptest::collection::vec(any::<u8>(), 0..512),
         status in 100u16..600,
     ) {
-        let mut fields = [(0, 0, 0, 0); MAX_HEADERS];
-        if let Ok(Some(scan)) = scan_head(&input, &mut fields) {
-            prop_assert!(scan.len <= input.len());
-            prop_assert!(scan.count <= MAX_HEADERS);
-            for &(ns, ne, vs, ve) in &fields[..scan.count] {
-                prop_assert!(ns <= ne && ne <= vs && vs <= ve && ve as usize <= scan.len);
-            }
-            for method in [Method::GET, Method::HEAD, Method::POST] {
-                let _ = body_plan(&method, StatusCode::from_u16(status).unwrap(), &scan);
-            }
-        }
+        check_head(&input, status);
     }
 
     #[test]
