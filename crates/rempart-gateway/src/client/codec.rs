@@ -422,7 +422,7 @@ fn parse_size_line(line: &[u8]) -> Result<(u64, usize), &'static str> {
             Ok((size, rest.len()))
         }
         Some(b';') => Err("control character in chunk extension"),
-        Some(_) => Err("chunk size is not hexadecimal"),
+        Some(_) => Err("text after the chunk size"),
     }
 }
 
