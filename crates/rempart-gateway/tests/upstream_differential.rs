@@ -216,20 +216,14 @@ async fn ours(addr: SocketAddr, method: &Method) -> Outcome {
         headers: &headers,
         body: &body,
     };
-    let fetched = async {
-        let resp = client.send(&authority, req).await.ok()?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.ok()?.to_bytes();
-        Some(Outcome::Accepted(status, body))
-    };
-    tokio::time::timeout(DEADLINE, fetched)
-        .await
-        .expect("the gateway's client hung")
-        .unwrap_or(Outcome::Rejected)
+    outcome("the gateway's client", async {
+        client.send(&authority, req).await.ok()
+    })
+    .await
 }
 
 async fn hypers(addr: SocketAddr, method: &Method) -> Outcome {
-    let fetched = async {
+    outcome("hyper's client", async {
         let stream = TcpStream::connect(addr).await.ok()?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
@@ -242,14 +236,26 @@ async fn hypers(addr: SocketAddr, method: &Method) -> Outcome {
             .header(http::header::HOST, addr.to_string())
             .body(Empty::new())
             .unwrap();
-        let resp = sender.send_request(req).await.ok()?;
+        sender.send_request(req).await.ok()
+    })
+    .await
+}
+
+/// The outcome of a fetch: its answer's status and whole body, or
+/// `Rejected` if the answer or its body failed. Panics past [`DEADLINE`].
+async fn outcome<B>(who: &str, fetch: impl Future<Output = Option<http::Response<B>>>) -> Outcome
+where
+    B: hyper::body::Body,
+{
+    let fetched = async {
+        let resp = fetch.await?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.ok()?.to_bytes();
         Some(Outcome::Accepted(status, body))
     };
     tokio::time::timeout(DEADLINE, fetched)
         .await
-        .expect("hyper's client hung")
+        .unwrap_or_else(|_| panic!("{who} hung"))
         .unwrap_or(Outcome::Rejected)
 }
 
