@@ -335,3 +335,100 @@ async fn a_connection_idle_past_the_idle_timeout_is_replaced_not_reused() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_content_length_with_a_plus_sign_is_refused_not_relayed() {
+    // `u64::from_str` reads "+5" as 5; a front proxy that reads it as
+    // invalid frames the stream differently: the answer is refused.
+    let (up, _) = raw_upstream(
+        |_| b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello".to_vec(),
+        After::KeepOpen,
+    )
+    .await;
+    let gw = gateway(&routes(up)).await;
+    let a = get(&client(), format!("http://{}/p", gw.addr)).await;
+    assert_eq!(a.status, 503, "body {:?}", a.body);
+    assert_eq!(a.headers["x-degraded-mode"], "true");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_chunk_size_with_a_plus_sign_is_refused_not_relayed() {
+    let (up, _) = raw_upstream(
+        |_| {
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n"
+                .to_vec()
+        },
+        After::KeepOpen,
+    )
+    .await;
+    let gw = gateway(&routes(up)).await;
+    assert!(
+        fails_for_the_client(format!("http://{}/p", gw.addr)).await,
+        "a chunk sized \"+5\" was relayed as a body"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_answer_framed_by_both_chunked_and_length_is_read_chunked_and_its_connection_closed() {
+    // RFC 9112 6.3: chunked wins, and whoever read the length instead would
+    // see another answer in the rest: nothing more goes on that connection.
+    let (up, accepted) = raw_upstream(
+        |_| {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n"
+                .to_vec()
+        },
+        After::KeepOpen,
+    )
+    .await;
+    let gw = gateway(&routes(up)).await;
+    let c = client();
+    for _ in 0..2 {
+        let a = get(&c, format!("http://{}/b", gw.addr)).await;
+        assert_eq!((a.status, a.body.as_str()), (200, "hello"));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "a connection whose answer was framed two ways was reused"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_answer_with_endless_trailer_fields_is_refused() {
+    let (up, _) = raw_upstream(
+        |_| {
+            let mut a =
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n".to_vec();
+            for i in 0..1000 {
+                a.extend_from_slice(format!("t{i}: v\r\n").as_bytes());
+            }
+            a.extend_from_slice(b"\r\n");
+            a
+        },
+        After::KeepOpen,
+    )
+    .await;
+    let gw = gateway(&routes(up)).await;
+    assert!(
+        fails_for_the_client(format!("http://{}/t", gw.addr)).await,
+        "1000 trailer fields were read to the end"
+    );
+    gw.shutdown().await;
+}
+
+/// Whether a GET of `url` fails for the client: an error status, or a body
+/// cut off (a chunked answer streams, so its head may be out before the
+/// upstream's bytes turn out to be bad).
+async fn fails_for_the_client(url: String) -> bool {
+    let Ok(resp) = client()
+        .request(Request::get(url).body(Full::<Bytes>::default()).unwrap())
+        .await
+    else {
+        return true;
+    };
+    !resp.status().is_success() || resp.into_body().collect().await.is_err()
+}

@@ -665,3 +665,48 @@ fn tracing_listener_logs_each_transition_with_the_breakers_name() {
         "{log}"
     );
 }
+
+/// Issue 10: the failure run lives in 16 bits, so a threshold of 100,000 was
+/// silently taken as 65,535. The builder now says so.
+#[test]
+fn a_failure_threshold_above_65535_is_refused_by_the_builder_naming_the_fix() {
+    let e = CircuitBreaker::builder()
+        .failure_threshold(100_000)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.policy(), e.field()),
+        ("circuit breaker", "failure_threshold")
+    );
+    let text = e.to_string();
+    assert!(text.contains("100000") && text.contains("65535"), "{text}");
+    assert!(
+        text.contains("failure_rate"),
+        "names the alternative: {text}"
+    );
+    // The largest run it counts is accepted.
+    assert!(
+        CircuitBreaker::builder()
+            .failure_threshold(MAX_FAILURE_THRESHOLD)
+            .build()
+            .is_ok()
+    );
+}
+
+#[test]
+fn the_seed_constructor_takes_a_threshold_above_65535_as_65535() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        failure_threshold: 100_000,
+        ..Default::default()
+    });
+    for _ in 0..MAX_FAILURE_THRESHOLD - 1 {
+        cb.try_acquire().unwrap().failure();
+    }
+    assert_eq!(cb.state(), CircuitState::Closed);
+    cb.try_acquire().unwrap().failure();
+    assert_eq!(
+        cb.state(),
+        CircuitState::Open,
+        "documented: clamped to 65,535"
+    );
+}

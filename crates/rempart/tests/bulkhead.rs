@@ -138,6 +138,45 @@ async fn zero_max_wait_refuses_at_once() {
     assert_eq!(refused.waited, Duration::ZERO);
 }
 
+/// Issue 10: the library's 503 carried no `Retry-After`, while the gateway's
+/// does; a client could only guess when to come back.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_answers_503_with_a_retry_after_of_max_wait_rounded_up() {
+    let b = bulkhead(1, Duration::from_millis(2_500));
+    let _held = b.try_acquire_owned().unwrap();
+    let refused = b.acquire().await.unwrap_err();
+    assert_eq!(refused.retry_after, Duration::from_secs(3));
+    let response = refused.to_response::<String>();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "3");
+
+    // Refusing at once still asks for at least a second, never `Retry-After: 0`.
+    let at_once = bulkhead(1, Duration::ZERO);
+    let _held = at_once.try_acquire().unwrap();
+    let refused = at_once.acquire().await.unwrap_err();
+    assert_eq!(
+        refused.to_response::<String>().headers()["retry-after"],
+        "1"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_caller_sets_the_retry_after_a_refusal_carries() {
+    let b = Bulkhead::builder()
+        .name("reporting")
+        .max_concurrent(1)
+        .retry_after(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    assert_eq!(b.retry_after(), Duration::from_secs(30));
+    let _held = b.try_acquire().unwrap();
+    let refused = b.acquire().await.unwrap_err();
+    assert_eq!(
+        refused.to_response::<String>().headers()["retry-after"],
+        "30"
+    );
+}
+
 /// A body whose frames arrive through a channel: a stream still being produced.
 #[derive(Debug)]
 struct Streaming(mpsc::Receiver<Bytes>);

@@ -205,7 +205,7 @@ fn a_shared_key_admits_exactly_the_burst_across_threads() {
 }
 
 #[test]
-fn idle_keys_are_forgotten_after_3_minutes_and_not_before() {
+fn idle_keys_are_forgotten_3_minutes_after_their_bucket_is_full_and_not_before() {
     let clock = ManualClock::new();
     let per_ip = KeyedRateLimiter::<IpAddr>::builder()
         .rate(10, Duration::from_secs(1))
@@ -213,13 +213,13 @@ fn idle_keys_are_forgotten_after_3_minutes_and_not_before() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    per_ip.check(&ip(1)).unwrap(); // idle from t = 0
+    per_ip.check(&ip(1)).unwrap(); // bucket full again at t = 100 ms
     clock.advance(Duration::from_secs(60));
-    per_ip.check(&ip(2)).unwrap(); // idle from t = 60 s
-    clock.advance(Duration::from_secs(120) - Duration::from_nanos(1));
-    assert_eq!(per_ip.evict_idle(), 0, "ip 1 idle for 3 min less 1 ns");
+    per_ip.check(&ip(2)).unwrap(); // full again at t = 60.1 s
+    clock.advance(Duration::from_millis(120_100) - Duration::from_nanos(1));
+    assert_eq!(per_ip.evict_idle(), 0, "ip 1 full for 3 min less 1 ns");
     clock.advance(Duration::from_nanos(1));
-    assert_eq!(per_ip.evict_idle(), 1, "ip 1 idle for exactly 3 min");
+    assert_eq!(per_ip.evict_idle(), 1, "ip 1 full for exactly 3 min");
     assert_eq!(per_ip.len(), 1);
     clock.advance(Duration::from_secs(60));
     assert_eq!(per_ip.evict_idle(), 1);
@@ -245,7 +245,7 @@ fn a_key_in_use_is_never_forgotten() {
 }
 
 #[test]
-fn after_a_burst_idleness_counts_from_when_a_token_was_next_due() {
+fn after_a_burst_idleness_counts_from_when_the_bucket_is_full_again() {
     let clock = ManualClock::new();
     let per_ip = KeyedRateLimiter::<IpAddr>::builder()
         .rate(10, Duration::from_secs(1))
@@ -256,11 +256,45 @@ fn after_a_burst_idleness_counts_from_when_a_token_was_next_due() {
     for _ in 0..20 {
         per_ip.check(&ip(1)).unwrap();
     }
-    // The burst moved the bucket's next-admission time to t = 1.9 s.
-    clock.advance(Duration::from_millis(181_900) - Duration::from_nanos(1));
+    // The burst took 20 tokens: the bucket is full again at t = 2 s.
+    clock.advance(Duration::from_millis(182_000) - Duration::from_nanos(1));
     assert_eq!(per_ip.evict_idle(), 0);
     clock.advance(Duration::from_nanos(1));
     assert_eq!(per_ip.evict_idle(), 1);
+}
+
+/// Issue 10: with 1 token per hour and the default 3-minute idle timeout, the
+/// key was forgotten 3 minutes after each admission and came back with a full
+/// bucket: 21 requests admitted in an hour instead of 2.
+#[test]
+fn a_slow_limit_keeps_its_key_until_the_bucket_refills() {
+    let clock = ManualClock::new();
+    let resets = KeyedRateLimiter::<&'static str>::builder()
+        .rate(1, Duration::from_secs(3600))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let mut admitted = 0;
+    // The evictor runs every minute, and the client tries just after it, for an hour.
+    for minute in 0..=60 {
+        resets.evict_idle();
+        if resets.check(&"alice@example.com").is_ok() {
+            admitted += 1;
+        }
+        if minute < 60 {
+            clock.advance(Duration::from_secs(60));
+        }
+    }
+    assert_eq!(
+        admitted, 2,
+        "one at t = 0, the next once the hour's token is back"
+    );
+    assert_eq!(resets.len(), 1, "its bucket is empty again: still tracked");
+    // Full again at t = 2 h; forgotten 3 minutes later, not before.
+    clock.advance(Duration::from_secs(3600 + 179));
+    assert_eq!(resets.evict_idle(), 0);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(resets.evict_idle(), 1);
 }
 
 #[test]
@@ -282,7 +316,8 @@ fn memory_stays_bounded_with_100_000_keys_per_round() {
         assert_eq!(per_ip.len(), KEYS as usize);
         let held = live_bytes() - baseline;
         peaks.push(held);
-        clock.advance(Duration::from_secs(180));
+        // Each bucket is full again 100 ms after its one request.
+        clock.advance(Duration::from_millis(180_100));
         assert_eq!(per_ip.evict_idle(), KEYS as usize);
         assert!(per_ip.is_empty());
         let after = live_bytes() - baseline;
@@ -312,10 +347,14 @@ async fn the_spawned_evictor_forgets_idle_keys_on_tokio_time() {
         .build()
         .unwrap();
     let evictor = per_ip.spawn_evictor(Duration::from_secs(60));
-    per_ip.check(&ip(1)).unwrap();
-    tokio::time::sleep(Duration::from_secs(170)).await;
-    assert_eq!(per_ip.len(), 1, "two sweeps so far, at 60 s and 120 s");
-    tokio::time::sleep(Duration::from_secs(20)).await; // the sweep at 180 s
+    per_ip.check(&ip(1)).unwrap(); // its bucket is full again at 100 ms
+    tokio::time::sleep(Duration::from_secs(230)).await;
+    assert_eq!(
+        per_ip.len(),
+        1,
+        "sweeps at 60, 120 and 180 s: full for < 3 min"
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await; // the sweep at 240 s
     assert_eq!(per_ip.len(), 0);
     // The evictor ends with the limiter.
     drop(per_ip);

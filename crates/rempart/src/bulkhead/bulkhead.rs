@@ -50,6 +50,7 @@ struct Inner {
     slots: Arc<Semaphore>,
     max_concurrent: u32,
     max_wait: Duration,
+    retry_after: Duration,
     clock: Arc<dyn Clock>,
     counters: PerThreadCounters<2>,
 }
@@ -60,6 +61,7 @@ pub struct BulkheadBuilder {
     name: Arc<str>,
     max_concurrent: Option<u32>,
     max_wait: Duration,
+    retry_after: Option<Duration>,
     clock: Arc<dyn Clock>,
 }
 
@@ -79,6 +81,17 @@ impl BulkheadBuilder {
     /// How long a call may wait for a slot before it is refused (default 0: refuse at once).
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = wait;
+        self
+    }
+
+    /// The `Retry-After` a refusal carries ([`BulkheadFull::retry_after`],
+    /// sent by [`BulkheadFull::to_response`] in whole seconds, rounded up,
+    /// at least 1). Default: `max_wait` rounded up to whole seconds, at least
+    /// 1 s: a refused call saw no slot come free for all of `max_wait`, so
+    /// coming back sooner than that would most likely be refused again, and
+    /// a floor of 1 s keeps refused clients from retrying in a tight loop.
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
         self
     }
 
@@ -122,6 +135,9 @@ impl BulkheadBuilder {
                 slots: Arc::new(Semaphore::new(max as usize)),
                 max_concurrent: max,
                 max_wait: self.max_wait,
+                retry_after: self.retry_after.unwrap_or_else(|| {
+                    Duration::from_secs(super::error::retry_after_secs(self.max_wait))
+                }),
                 clock: self.clock,
                 counters: PerThreadCounters::default(),
             }),
@@ -167,6 +183,7 @@ impl Bulkhead {
             name: Arc::from("bulkhead"),
             max_concurrent: None,
             max_wait: Duration::ZERO,
+            retry_after: None,
             clock: Arc::new(TokioClock::new()),
         }
     }
@@ -260,6 +277,7 @@ impl Bulkhead {
             name: Arc::clone(&self.inner.name),
             max_concurrent: self.inner.max_concurrent,
             waited,
+            retry_after: self.inner.retry_after,
         };
         tracing::info!(bulkhead = %full.name, max_concurrent = full.max_concurrent, waited = ?full.waited, "bulkhead full: call refused");
         full
@@ -289,6 +307,11 @@ impl Bulkhead {
     /// How long a call may wait for a slot.
     pub fn max_wait(&self) -> Duration {
         self.inner.max_wait
+    }
+
+    /// The `Retry-After` its refusals carry (see [`BulkheadBuilder::retry_after`]).
+    pub fn retry_after(&self) -> Duration {
+        self.inner.retry_after
     }
 
     /// Slots taken right now.

@@ -2,7 +2,8 @@
 //! cannot take every task, connection and byte of memory with it.
 //!
 //! - [`Bulkhead`]: max concurrent calls + max wait for a slot (seed 002: 5 s,
-//!   then "busy"); a refusal is [`BulkheadFull`], which a gateway answers with 503.
+//!   then "busy"); a refusal is [`BulkheadFull`], which a gateway answers with
+//!   503 and a `Retry-After` ([`BulkheadBuilder::retry_after`]).
 //! - [`OwnedBulkheadPermit`] and [`PermitBody`]: a slot that travels with a
 //!   response body and is released when the body ends or is dropped.
 //! - [`Bulkheads`]: one bulkhead per service (seed 001 case 4), built from

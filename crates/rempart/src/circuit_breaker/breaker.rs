@@ -1,10 +1,13 @@
-//! The breaker's lock-free fast path, and the glue to `state.rs`.
+//! The breaker's fast path, and the glue to `state.rs`.
 //!
-//! A Closed circuit's call reads one shared word and writes only to the calling
-//! thread's own counters: no lock, no allocation, no shared write. Anything
-//! else (a failure run reaching its threshold, a rate rule, Open expiring, a
-//! HalfOpen trial, an operator's command) takes the lock and asks
-//! [`Core`](super::state::Core), then publishes the new state in the word.
+//! Admission while Closed reads one shared word: no lock, no allocation, no
+//! shared write. With the consecutive-failure rule alone, outcomes are
+//! lock-free too: a success writes only the calling thread's own counters, a
+//! failure is a compare-and-swap on the word. The lock is taken, to ask
+//! [`Core`](super::state::Core) and publish the new state in the word, by the
+//! failure that reaches the threshold, by *every* Closed outcome when a rate
+//! rule keeps a sliding window, and by Open expiring, HalfOpen trials and
+//! operators' commands.
 
 use std::fmt;
 use std::future::Future;
@@ -29,7 +32,7 @@ const MODE_MASK: u64 = 0b11 << MODE_SHIFT;
 /// Zero exactly when the circuit is Closed under automatic control: the fast path.
 const SLOW_PATH_MASK: u64 = STATE_MASK | MODE_MASK;
 const FAILS_SHIFT: u32 = 8;
-const FAILS_MAX: u64 = 0xFFFF;
+const FAILS_MAX: u64 = super::MAX_FAILURE_THRESHOLD as u64;
 const FAILS_MASK: u64 = FAILS_MAX << FAILS_SHIFT;
 const GEN_SHIFT: u32 = 32;
 
@@ -175,11 +178,18 @@ impl fmt::Debug for CircuitBreaker {
 impl CircuitBreaker {
     /// A breaker with the seed's four settings, on the system clock.
     ///
-    /// Zero thresholds and a zero `half_open_max_calls` are taken as 1.
+    /// Zero thresholds and a zero `half_open_max_calls` are taken as 1, and a
+    /// `failure_threshold` above [`MAX_FAILURE_THRESHOLD`](super::MAX_FAILURE_THRESHOLD)
+    /// (65,535) as that maximum: this constructor, the seed's contract, never
+    /// fails. [`CircuitBreaker::builder`] refuses such settings instead.
     pub fn new(config: CircuitBreakerConfig) -> Self {
         let settings = Settings {
             name: Arc::from("default"),
-            failure_threshold: Some(config.failure_threshold.max(1)),
+            failure_threshold: Some(
+                config
+                    .failure_threshold
+                    .clamp(1, super::MAX_FAILURE_THRESHOLD),
+            ),
             success_threshold: config.success_threshold.max(1),
             open_timeout: config.open_timeout,
             half_open_max_calls: config.half_open_max_calls.max(1),

@@ -23,11 +23,13 @@ use crate::rng::{Rng, SplitMix64};
 /// ```
 ///
 /// [`CircuitBreaker::new`] treats a zero threshold or a zero `half_open_max_calls`
-/// as 1, the smallest value that means anything; [`CircuitBreaker::builder`]
-/// rejects them instead.
+/// as 1, the smallest value that means anything, and a `failure_threshold`
+/// above [`MAX_FAILURE_THRESHOLD`](crate::circuit_breaker::MAX_FAILURE_THRESHOLD)
+/// (65,535) as that maximum; [`CircuitBreaker::builder`] rejects them instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CircuitBreakerConfig {
-    /// Consecutive failures in Closed that open the circuit (default 5).
+    /// Consecutive failures in Closed that open the circuit (default 5; at
+    /// most 65,535, see above).
     pub failure_threshold: u32,
     /// Successful trial calls in HalfOpen that close it again (default 3).
     pub success_threshold: u32,
@@ -234,7 +236,9 @@ impl CircuitBreakerBuilder {
     }
 
     /// Open after this many consecutive failures in Closed; `0` turns the rule off
-    /// (then a failure-rate or slow-call rule must be set).
+    /// (then a failure-rate or slow-call rule must be set). At most
+    /// [`MAX_FAILURE_THRESHOLD`](super::MAX_FAILURE_THRESHOLD) (65,535): `build`
+    /// refuses more.
     pub fn failure_threshold(mut self, n: u32) -> Self {
         self.failure_threshold = n;
         self
@@ -341,6 +345,18 @@ impl CircuitBreakerBuilder {
                 super::POLICY,
                 "half_open_max_calls",
                 "0 would keep the circuit half-open forever; use 1 or more",
+            ));
+        }
+        if self.failure_threshold > super::MAX_FAILURE_THRESHOLD {
+            return Err(ConfigError::new(
+                super::POLICY,
+                "failure_threshold",
+                format!(
+                    "{} is above the longest failure run the breaker counts ({}); use at most {}, or a failure_rate rule over a sliding window to judge that many calls",
+                    self.failure_threshold,
+                    super::MAX_FAILURE_THRESHOLD,
+                    super::MAX_FAILURE_THRESHOLD
+                ),
             ));
         }
         let has_rate =

@@ -12,17 +12,28 @@
 //!                          (at most half_open_max_calls trials in flight)
 //! ```
 //!
-//! The rules are written out in one file, `state.rs`; the lock-free fast path
-//! that applies them is in `breaker.rs`.
+//! The rules are written out in one file, `state.rs`; the fast path that
+//! applies them is in `breaker.rs`.
 //!
-//! # Why the fast path is built this way
+//! # Why the fast path is built this way, and where it takes a lock
 //!
 //! Every request goes through its breaker, so the breaker must cost close to
-//! nothing while the dependency is healthy, on every core at once. A Closed
-//! call therefore reads one shared word and writes only to counters owned by
-//! the calling thread: two threads sharing a breaker never write to the same
-//! cache line on the success path. Failures, state changes and HalfOpen trials
-//! are rare, and take a lock.
+//! nothing while the dependency is healthy, on every core at once. Admitting a
+//! call while Closed therefore reads one shared word and takes no lock, in
+//! every configuration. What happens to the outcome depends on the rules set:
+//!
+//! - **Consecutive-failure rule only** (the seed's, and the default): lock-free.
+//!   A success writes only counters owned by the calling thread (plus one
+//!   compare-and-swap when it ends a failure run); a failure extends the run
+//!   with a compare-and-swap on the shared word. The lock is taken only by the
+//!   failure that reaches `failure_threshold`, to trip the circuit.
+//! - **A failure-rate or slow-call rule** (a sliding window): every outcome
+//!   recorded while Closed, success or failure, takes the breaker's mutex to
+//!   record it in the window. Fine for a gateway, where a call costs
+//!   microseconds; measured in BENCHMARKS.md.
+//!
+//! In every mode, HalfOpen trials, Open expiring, state changes and manual
+//! commands take the lock; refusals while Open do not.
 //!
 //! # Layers
 //!
@@ -88,6 +99,12 @@ impl fmt::Display for CircuitState {
 }
 
 pub use crate::ConfigError;
+
+/// The largest `failure_threshold` a breaker counts to: the run of
+/// consecutive failures lives in 16 bits of the state word the fast path
+/// reads. [`CircuitBreakerBuilder::build`] refuses more;
+/// [`CircuitBreaker::new`] takes more as this.
+pub const MAX_FAILURE_THRESHOLD: u32 = u16::MAX as u32;
 
 /// How this policy names itself in a [`ConfigError`].
 pub(crate) const POLICY: &str = "circuit breaker";

@@ -300,10 +300,10 @@ where
     /// Tries the fallbacks for `err` (the primary already failed).
     pub async fn recover(&self, err: E) -> Result<Fallback<T>, E> {
         let shared = &self.shared;
-        if let Some(p) = &shared.predicate {
-            if !p(&err) {
-                return Err(err);
-            }
+        if let Some(p) = &shared.predicate
+            && !p(&err)
+        {
+            return Err(err);
         }
         for step in &shared.steps {
             let answer = match step {

@@ -11,6 +11,11 @@
 //! 5. **timeout**: cancels one attempt that takes too long (inside the
 //!    breaker, so a timeout counts as a failure).
 //!
+//! A [`Deadline`](crate::deadline::Deadline) in scope bounds the whole call:
+//! each attempt's time limit is the tighter of the timeout and the time left,
+//! and the retry gives up at once, with the last error, rather than pause
+//! past it.
+//!
 //! Fallback and stale cache go outermost, because they need the call's type:
 //! wrap the pipeline's call in a [`FallbackChain`](crate::fallback::FallbackChain)
 //! or [`StaleCache`](crate::cache::StaleCache) (example below). Any policy

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::error::PipelineError;
 use crate::CircuitBreaker;
 use crate::bulkhead::Bulkhead;
+use crate::deadline::Deadline;
 use crate::rate_limit::RateLimiter;
 use crate::retry::{Decision, Retry, RetryError};
 use crate::timeout::Timeout;
@@ -75,7 +76,8 @@ impl PipelineBuilder {
         self
     }
     /// A limit on each attempt (its timer is armed only if the attempt is
-    /// not ready at once; see [`Timeout`]).
+    /// not ready at once; see [`Timeout`]). A [`Deadline`] in scope cuts it
+    /// to the time left, and limits each attempt even with no timeout set.
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.inner.timeout = Some(limit);
         self
@@ -184,7 +186,14 @@ impl Inner {
             Some(b) => Some(b.acquire().await.map_err(PipelineError::BulkheadFull)?),
             None => None,
         };
-        let result = match self.timeout {
+        // The attempt's limit is the tighter of its own timeout and the
+        // caller's deadline: an attempt never outlives the work it is for.
+        let limit = match (self.timeout, Deadline::current()) {
+            (Some(limit), Some(d)) => Some(limit.min(d.remaining())),
+            (Some(limit), None) => Some(limit),
+            (None, d) => d.map(|d| d.remaining()),
+        };
+        let result = match limit {
             Some(limit) => match Timeout::new(limit, operation()).await {
                 Ok(r) => r.map_err(PipelineError::Failed),
                 Err(elapsed) => Err(PipelineError::TimedOut(elapsed)),

@@ -63,10 +63,15 @@ type Gcra<K> = governor::RateLimiter<K, KeyStore<K>, GovernorClock, NoOpMiddlewa
 /// idle keys are forgotten so memory stays bounded however many clients come
 /// and go. Cheap to clone: clones share the buckets.
 ///
-/// A key is *idle* once `idle_timeout` has passed since its last admitted
-/// request (or since its bucket would have admitted one, after a burst);
-/// forgetting it then loses nothing, since its bucket is full again and a new
-/// bucket starts full. The seed forgets clients idle for 3 minutes (the default).
+/// A key is forgotten once its bucket has stayed full for `idle_timeout`:
+/// its bucket is full again when its last admission's tokens have all
+/// refilled (one token's refill after a single request, the whole burst's
+/// after a burst), and [`evict_idle`](Self::evict_idle) forgets it from
+/// `idle_timeout` after that moment. Forgetting it then loses nothing, since
+/// a new bucket starts full, exactly as the forgotten one was: a slow limit
+/// (1 password reset per hour) keeps its key for the hour plus the idle
+/// timeout, however short the timeout. The seed's idle timeout is 3 minutes
+/// (the default).
 /// Call [`evict_idle`](Self::evict_idle) from your own timer, or let
 /// [`spawn_evictor`](Self::spawn_evictor) do it.
 ///
@@ -93,8 +98,9 @@ type Gcra<K> = governor::RateLimiter<K, KeyStore<K>, GovernorClock, NoOpMiddlewa
 /// let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
 /// assert_eq!((0..30).filter(|_| per_ip.check(&a).is_ok()).count(), 20);
 /// assert!(per_ip.check(&b).is_ok(), "b has its own bucket");
-/// clock.advance(Duration::from_secs(180));
-/// assert_eq!(per_ip.evict_idle(), 1, "b is idle for 3 min; a's burst pushed its idle start later");
+/// // b's bucket is full again 100 ms after its one request; a's, 2 s after its burst of 20.
+/// clock.advance(Duration::from_millis(180_100));
+/// assert_eq!(per_ip.evict_idle(), 1, "b's bucket has been full for 3 min; a's not yet");
 /// ```
 #[derive(Debug)]
 pub struct KeyedRateLimiter<K: Hash + Eq + Clone> {
@@ -148,7 +154,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
         self
     }
 
-    /// How long a key stays tracked after its last admitted request (default 3 min, the seed's).
+    /// How long a key stays tracked once its bucket is full again (default
+    /// 3 min, the seed's); see [`KeyedRateLimiter`] for when that is.
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle = idle;
         self
@@ -233,13 +240,10 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             .saturating_duration_since(inner.start);
         let now = duration_to_nanos(now);
         let idle = duration_to_nanos(inner.idle);
-        let per_token = duration_to_nanos(inner.bucket.per_token);
         let before = inner.keys.len();
-        // TAT − one token is the key's last admitted request (or later, after a burst).
-        inner.keys.retain(|_, tat| {
-            let tat = tat.load(Ordering::Acquire);
-            tat != 0 && tat.saturating_sub(per_token).saturating_add(idle) > now
-        });
+        inner
+            .keys
+            .retain(|_, tat| keep_key(tat.load(Ordering::Acquire), now, idle));
         let after = inner.keys.len();
         if after.saturating_mul(4) < inner.keys.capacity() {
             inner.keys.shrink_to_fit();
@@ -306,6 +310,15 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     }
 }
 
+/// Whether a key whose TAT is `tat` stays tracked at `now` (both in
+/// nanoseconds since the limiter started). The bucket is full again once the
+/// TAT is no later than now (GCRA then admits as from a new bucket), so a key
+/// is dropped only `idle` after that: never while its bucket is short of tokens,
+/// which would hand a slow key a full bucket early.
+fn keep_key(tat: u64, now: u64, idle: u64) -> bool {
+    tat != 0 && tat.saturating_add(idle) > now
+}
+
 /// A handle that does not keep the limiter alive (for the evictor and metrics).
 #[derive(Debug)]
 pub(crate) struct WeakKeyed<K: Hash + Eq + Clone>(Weak<Inner<K>>);
@@ -313,5 +326,31 @@ pub(crate) struct WeakKeyed<K: Hash + Eq + Clone>(Weak<Inner<K>>);
 impl<K: Hash + Eq + Clone> WeakKeyed<K> {
     pub(crate) fn upgrade(&self) -> Option<KeyedRateLimiter<K>> {
         self.0.upgrade().map(|inner| KeyedRateLimiter { inner })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_key;
+
+    const MIN: u64 = 60_000_000_000;
+
+    #[test]
+    fn a_key_whose_bucket_is_still_refilling_is_kept_however_long_it_was_idle() {
+        // One token per hour, taken at t = 0: TAT = 1 h.
+        let tat = 60 * MIN;
+        assert!(keep_key(tat, 3 * MIN, 3 * MIN));
+        assert!(keep_key(tat, 59 * MIN, 3 * MIN));
+        assert!(keep_key(tat, 63 * MIN - 1, 3 * MIN));
+        assert!(
+            !keep_key(tat, 63 * MIN, 3 * MIN),
+            "full for 3 min: forgotten"
+        );
+    }
+
+    #[test]
+    fn a_never_admitted_key_is_dropped_and_a_late_tat_never_overflows() {
+        assert!(!keep_key(0, 1, 3 * MIN));
+        assert!(keep_key(u64::MAX, u64::MAX - 1, u64::MAX));
     }
 }

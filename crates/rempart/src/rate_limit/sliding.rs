@@ -161,10 +161,10 @@ impl SlidingWindowStore for InMemoryWindowStore {
     }
 
     fn undo<'a>(&'a self, key: &'a str, window: u64) -> StoreFuture<'a, ()> {
-        if let Some(mut slot) = self.slots.get_mut(key) {
-            if slot.window == window {
-                slot.current = slot.current.saturating_sub(1);
-            }
+        if let Some(mut slot) = self.slots.get_mut(key)
+            && slot.window == window
+        {
+            slot.current = slot.current.saturating_sub(1);
         }
         Box::pin(std::future::ready(Ok(())))
     }

@@ -5,6 +5,8 @@
 //!   proportional), from an injectable, seedable [`Rng`](crate::rng::Rng).
 //! - [`RetryPolicy`] and [`Decision`]: what is retried. [`http_decision`] is
 //!   seed 003's HTTP classification; [`parse_retry_after`] reads `Retry-After`;
+//!   [`http_retry_delay`] is the whole per-attempt decision (retry after this
+//!   pause, or stop) for a caller with its own loop, such as a proxy;
 //!   [`StopWhenOpen`] ends the loop when a circuit breaker refuses.
 //! - [`RetryBudget`]: retries limited to a share of the traffic.
 //! - [`Retry`]: the loop, as a plain async call; [`RetryLayer`] for tower.
@@ -20,6 +22,7 @@ mod error;
 mod http;
 mod jitter;
 mod layer;
+mod listener;
 mod metrics;
 mod policy;
 mod prometheus;
@@ -32,14 +35,14 @@ pub use error::RetryError;
 pub use http::parse_retry_after;
 pub use jitter::Jitter;
 pub use layer::{RetryLayer, RetryService};
+pub use listener::{GiveUp, RetryEvent, RetryListener, TracingRetryListener};
 pub use metrics::{DELAY_BUCKETS, RetryMetrics};
 pub use policy::{
     Decision, HttpOutcome, RetryErrors, RetryPolicy, StopWhenOpen, http_decision, http_not_sent,
+    http_retry_delay, retry_delay,
 };
 pub use prometheus::RetryCollector;
-pub use retry::{
-    GiveUp, Retry, RetryBuilder, RetryCall, RetryEvent, RetryListener, TracingRetryListener,
-};
+pub use retry::{Retry, RetryBuilder, RetryCall};
 
 pub use crate::ConfigError;
 

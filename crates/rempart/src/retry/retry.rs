@@ -8,10 +8,12 @@ use super::backoff::Backoff;
 use super::budget::RetryBudget;
 use super::error::RetryError;
 use super::jitter::Jitter;
+use super::listener::{GiveUp, RetryEvent, RetryListener};
 use super::metrics::{Counter, RetryMetrics, Stats};
-use super::policy::{Decision, RetryErrors, RetryPolicy};
+use super::policy::{Decision, RetryErrors, RetryPolicy, retry_delay};
 use crate::ConfigError;
 use crate::clock::{Clock, Instant, TokioClock};
+use crate::deadline::Deadline;
 use crate::rng::{Rng, SplitMix64};
 
 /// Runs an operation, and runs it again after a pause when a policy says its
@@ -25,6 +27,13 @@ use crate::rng::{Rng, SplitMix64};
 /// call opts in by going through `Retry`; for non-idempotent work, call the
 /// operation directly, or retry only errors that prove the request was never
 /// sent ([`http_not_sent`](super::http_not_sent)).
+///
+/// A [`Deadline`] in scope bounds the retries: a pause that would end at or
+/// past it is not taken, and the call gives up at once with the last result
+/// ([`RetryError::Exhausted`], listeners hear [`GiveUp::OutOfTime`]); an
+/// attempt timeout, when one is set, is cut to the time the deadline leaves.
+/// An attempt with no timeout set is not cut: put a
+/// [`timeout`](crate::timeout::timeout) inside it, which honours the deadline.
 ///
 /// ```
 /// use rempart::retry::{Backoff, Jitter, Retry};
@@ -190,60 +199,20 @@ impl RetryBuilder {
     }
 }
 
-/// A retry about to happen.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct RetryEvent<'a> {
-    /// The retry's name.
-    pub name: &'a str,
-    /// The attempt that just failed (1 = the first).
-    pub attempt: u32,
-    /// The pause before the next attempt.
-    pub delay: Duration,
-    /// Whether the failed attempt timed out.
-    pub after_timeout: bool,
-    /// Whether the pause came from a `Retry-After`.
-    pub retry_after: bool,
-}
-
-/// Why a call stopped retrying with a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum GiveUp {
-    /// The policy did not retry the last result.
-    NotRetried,
-    /// Every attempt was used.
-    AttemptsSpent,
-}
-
-/// Told of retries, for logging and metrics. Called on the retry path only.
-pub trait RetryListener: Send + Sync + std::fmt::Debug + 'static {
-    /// A retry is about to pause and try again.
-    fn on_retry(&self, event: &RetryEvent<'_>) {
-        let _ = event;
-    }
-    /// A call ended without success after `attempts` attempts.
-    fn on_give_up(&self, name: &str, attempts: u32, why: GiveUp) {
-        let _ = (name, attempts, why);
+/// The tighter of two optional limits (`None`: no limit).
+fn tighter(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
-/// Logs every retry and give-up through `tracing` (DEBUG and WARN).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TracingRetryListener;
-
-impl RetryListener for TracingRetryListener {
-    fn on_retry(&self, e: &RetryEvent<'_>) {
-        tracing::debug!(
-            retry = e.name,
-            attempt = e.attempt,
-            delay_ms = e.delay.as_millis() as u64,
-            "retrying"
-        );
-    }
-    fn on_give_up(&self, name: &str, attempts: u32, why: GiveUp) {
-        tracing::warn!(retry = name, attempts, ?why, "giving up");
-    }
+/// Whether a pause of `delay` leaves time for another attempt within `left`
+/// (the time left before the first limit: the retry's own or the caller's
+/// deadline). A pause ending exactly at the limit does not: the attempt after
+/// it would have no time at all.
+fn pause_fits(delay: Duration, left: Option<Duration>) -> bool {
+    left.is_none_or(|left| delay < left)
 }
 
 /// One attempt's result, or its timeout.
@@ -486,49 +455,48 @@ impl Inner {
                     (outcome, decision)
                 }
             };
-            let wanted = match decision {
-                Decision::Accept | Decision::Stop => None,
-                Decision::Retry => Some(None),
-                Decision::RetryAfter(d) => Some(Some(d)),
-            };
             // The result stands: a success, a non-retryable error, a stop.
-            let Some(asked) = wanted else {
+            if matches!(decision, Decision::Accept | Decision::Stop) {
                 if attempt > 1 || !matches!(outcome, Attempt::Done(Ok(_))) {
                     inner.tell(|l| l.on_give_up(&inner.name, attempt, GiveUp::NotRetried));
                 }
                 return inner.finish(outcome, attempt, Counter::NotRetried);
-            };
+            }
             if attempt >= inner.max_attempts {
                 inner.stats.bump(Counter::MaxRetriesReached);
                 inner.tell(|l| l.on_give_up(&inner.name, attempt, GiveUp::AttemptsSpent));
                 return inner.finish(outcome, attempt, Counter::Exhausted);
             }
-            let mut delay = match asked {
-                // The server's Retry-After, bounded by the backoff's cap.
-                Some(d) => d.min(inner.backoff.max()),
-                None => {
-                    let base = inner.backoff.delay(attempt);
-                    let mut rng = inner.rng.lock().unwrap_or_else(|p| p.into_inner());
-                    inner.jitter.apply(
-                        base,
-                        previous_delay,
-                        inner.backoff.initial(),
-                        inner.backoff.max(),
-                        &mut **rng,
-                    )
-                }
+            // The jittered backoff is drawn only when the decision uses it, so
+            // a Retry-After leaves the random sequence untouched.
+            let backoff_delay = if decision == Decision::Retry {
+                let base = inner.backoff.delay(attempt);
+                let mut rng = inner.rng.lock().unwrap_or_else(|p| p.into_inner());
+                inner.jitter.apply(
+                    base,
+                    previous_delay,
+                    inner.backoff.initial(),
+                    inner.backoff.max(),
+                    &mut **rng,
+                )
+            } else {
+                Duration::ZERO
             };
-            if timed {
+            let Some(delay) = retry_delay(decision, backoff_delay, inner.backoff.max()) else {
+                return inner.finish(outcome, attempt, Counter::NotRetried);
+            };
+            let own_left = if timed {
                 let elapsed = inner.clock.now().saturating_duration_since(start);
-                let limit = match (inner.max_elapsed, inner.overall_timeout) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                let limit = tighter(inner.max_elapsed, inner.overall_timeout);
+                limit.map(|l| l.saturating_sub(elapsed))
+            } else {
+                None
+            };
+            let deadline_left = Deadline::current().map(|d| d.remaining());
+            if !pause_fits(delay, tighter(own_left, deadline_left)) {
                 // No time for the pause and another attempt: this result stands.
-                if limit.is_some_and(|l| elapsed.saturating_add(delay) >= l) {
-                    return inner.finish(outcome, attempt, Counter::Exhausted);
-                }
-                delay = delay.min(limit.map_or(delay, |l| l - elapsed));
+                inner.tell(|l| l.on_give_up(&inner.name, attempt, GiveUp::OutOfTime));
+                return inner.finish(outcome, attempt, Counter::Exhausted);
             }
             if let Some(b) = &inner.budget
                 && !b.withdraw()
@@ -554,7 +522,7 @@ impl Inner {
                     attempt,
                     delay,
                     after_timeout: timed_out,
-                    retry_after: asked.is_some(),
+                    retry_after: matches!(decision, Decision::RetryAfter(_)),
                 })
             });
             previous_delay = delay;
@@ -573,10 +541,9 @@ impl Inner {
         let left = self
             .overall_timeout
             .map(|t| t.saturating_sub(self.clock.now().saturating_duration_since(start)));
-        match (self.attempt_timeout, left) {
-            (Some(a), Some(l)) => Some(a.min(l)),
-            (a, l) => a.or(l),
-        }
+        // A limit the retry sets is cut at the caller's deadline; no limit stays none.
+        let own = tighter(self.attempt_timeout, left)?;
+        tighter(Some(own), Deadline::current().map(|d| d.remaining()))
     }
 
     /// The call's result from its last attempt, counted. `failed_as` is the
@@ -617,5 +584,36 @@ impl Inner {
                 Err(RetryError::TimedOut { attempts, limit })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pause_fits, tighter};
+    use std::time::Duration;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_pause_fits_only_if_it_ends_before_the_limit() {
+        assert!(pause_fits(10 * S, None), "no limit: every pause fits");
+        assert!(pause_fits(S, Some(2 * S)));
+        assert!(
+            !pause_fits(2 * S, Some(2 * S)),
+            "ends at the limit: no time to try"
+        );
+        assert!(!pause_fits(3 * S, Some(2 * S)));
+        assert!(
+            !pause_fits(Duration::ZERO, Some(Duration::ZERO)),
+            "a passed deadline"
+        );
+    }
+
+    #[test]
+    fn the_tighter_limit_wins_and_none_means_unlimited() {
+        assert_eq!(tighter(None, None), None);
+        assert_eq!(tighter(Some(S), None), Some(S));
+        assert_eq!(tighter(None, Some(S)), Some(S));
+        assert_eq!(tighter(Some(3 * S), Some(S)), Some(S));
     }
 }
