@@ -210,7 +210,7 @@ async fn idempotent_requests_are_retried_and_posts_are_not() {
     let up = upstream(move |_| {
         let n = seen.fetch_add(1, Ordering::SeqCst);
         async move {
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 text(503, "busy")
             } else {
                 text(200, "done")
