@@ -1,11 +1,11 @@
-//! The pause before the gateway's next attempt, decided as the library
-//! decides it: an upstream's `Retry-After` on a 429 or 503 sets it
-//! ([`rempart::retry::http_decision`]), else the backoff does; and no pause
-//! may outlast the request's deadline.
+//! The pause before the gateway's next attempt, decided by the library's
+//! [`rempart::retry::http_retry_delay`] (the same code as the library's
+//! `Retry`): an upstream's `Retry-After` on a 429 or 503 sets it, else the
+//! backoff does; and no pause may outlast the request's deadline.
 
 use std::time::Duration;
 
-use rempart::retry::{Decision, HttpOutcome, http_decision};
+use rempart::retry::{HttpOutcome, http_retry_delay};
 
 /// The pause before another attempt, for an outcome the service's
 /// `retry.on` matched: `status` and `retry_after` are the upstream's answer
@@ -13,23 +13,21 @@ use rempart::retry::{Decision, HttpOutcome, http_decision};
 /// until the request's deadline. `None`: no time for the pause and another
 /// try, so the outcome stands.
 ///
-/// A `Retry-After` is the upstream's word on when it can serve again: it
-/// replaces the backoff, is not cut short, and one longer than the time left
-/// ends the retries at once rather than trying too early.
+/// The library caps a `Retry-After` at the cap it is given; here the cap is
+/// the time left, so a `Retry-After` that does not fit ends the retries at
+/// once rather than trying before the upstream said it is ready. A status
+/// the library would not retry but the config lists takes the backoff.
 pub(crate) fn pause(
     status: Option<u16>,
     retry_after: Option<Duration>,
     backoff: Duration,
     left: Duration,
 ) -> Option<Duration> {
-    let asked =
-        status.and_then(
-            |code| match http_decision(&HttpOutcome::Status { code, retry_after }) {
-                Decision::RetryAfter(d) => Some(d),
-                Decision::Accept | Decision::Retry | Decision::Stop => None,
-            },
-        );
-    let pause = asked.unwrap_or(backoff);
+    let pause = status
+        .and_then(|code| {
+            http_retry_delay(&HttpOutcome::Status { code, retry_after }, backoff, left)
+        })
+        .unwrap_or(backoff);
     (pause < left).then_some(pause)
 }
 
