@@ -72,8 +72,17 @@ pub struct ServerConfig {
     pub max_header_bytes: u64,
     /// Largest request body accepted. Default 10 MiB.
     pub max_body_bytes: u64,
-    /// Time a client gets to send the whole request head (slowloris). Default 10 s.
+    /// Time a client gets to send the whole request head (slowloris), and
+    /// how long a keep-alive connection may wait idle for its next request
+    /// (hyper starts this timer as soon as it waits). Default 10 s.
     pub header_read_timeout: Duration,
+    /// Time the client gets to take the gateway's own answers (errors,
+    /// fallbacks, stale answers); an upstream's answer has what is left of
+    /// its service's `timeout` instead. Default 10 s.
+    pub write_timeout: Duration,
+    /// Client connections open at once; past it a connection gets a 503 and
+    /// is closed. Default 10,000.
+    pub max_connections: usize,
     /// Threads serving requests; 0 (the default) means one per CPU.
     pub worker_threads: usize,
     /// Connections from these networks may name the client in
@@ -730,6 +739,8 @@ impl<'t> Reader<'t> {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
             worker_threads: 0,
             trusted_proxies: Vec::new(),
             drain_delay: Duration::from_secs(5),
@@ -752,6 +763,8 @@ impl<'t> Reader<'t> {
                 "max_header_bytes",
                 "max_body_bytes",
                 "header_read_timeout",
+                "write_timeout",
+                "max_connections",
                 "worker_threads",
                 "trusted_proxies",
                 "drain_delay",
@@ -790,6 +803,14 @@ impl<'t> Reader<'t> {
                 "header_read_timeout",
                 defaults.header_read_timeout,
             ),
+            write_timeout: self.duration(s, "write_timeout", defaults.write_timeout),
+            max_connections: self.int(
+                s,
+                "max_connections",
+                1,
+                1_000_000,
+                defaults.max_connections as i64,
+            ) as usize,
             worker_threads: self.int(s, "worker_threads", 0, 1024, 0) as usize,
             trusted_proxies: trusted.clone().map(|t| t.0).unwrap_or_default(),
             drain_delay: self.duration(s, "drain_delay", defaults.drain_delay),

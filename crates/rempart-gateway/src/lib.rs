@@ -14,8 +14,10 @@
 pub mod admin;
 pub mod cacheable;
 pub mod client;
+pub mod client_conn;
 pub mod client_limit;
 pub mod config;
+pub mod deadline_body;
 pub mod demo;
 pub mod headers;
 pub mod health_check;
@@ -23,6 +25,7 @@ pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod redis_backend;
+mod retry_pause;
 pub mod router;
 pub mod server;
 pub mod stale;

@@ -5,6 +5,13 @@
 //! (host choice, per-try timeout, retries for idempotent requests) within the
 //! service's total timeout → the outcome recorded on the breaker and the host
 //! → on failure, the fallback: a degraded 503 JSON body with `Retry-After`.
+//!
+//! The total timeout (shortened, never lengthened, by the client's
+//! `x-request-timeout-ms`) bounds every phase: reading the request body,
+//! the attempts, and streaming the answer back ([`DeadlineBody`]); the
+//! connection's write deadline ([`crate::client_conn`]) covers a client that
+//! stops reading. The bulkhead slot and the breaker's permit ride the answer's
+//! body to its end, so a body cut off mid-way is a failure.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -20,15 +27,18 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use ipnet::IpNet;
 use rempart::CircuitBreaker;
-use rempart::bulkhead::{Bulkhead, PermitBody};
+use rempart::bulkhead::Bulkhead;
 use rempart::circuit_breaker::{CircuitBreakerBuilder, SlidingWindow};
 use rempart::clock::{Clock, Instant};
+use rempart::deadline::Deadline;
 use rempart::rng::{Rng, SplitMix64};
 
 use crate::cacheable;
 use crate::client::{UpstreamBody, UpstreamClient, UpstreamRequest, is_idempotent};
+use crate::client_conn::ClientConn;
 use crate::client_limit::ClientLimiter;
 use crate::config::{BackoffKind, CacheBackend, GatewayConfig, JitterKind, RetryOn, ServiceConfig};
+use crate::deadline_body::DeadlineBody;
 use crate::headers;
 use crate::health_check::HealthCheck;
 use crate::metrics::{LatencyWindow, Metrics, Outcome, RouteMetrics, ServiceCounters};
@@ -36,11 +46,11 @@ use crate::redis_backend::RedisBackend;
 use crate::router::Router;
 use crate::stale::{StaleAnswer, StaleResponses};
 use crate::upstream::Upstreams;
-use rempart::retry::{Backoff, Jitter, RetryBudget};
+use rempart::retry::{Backoff, Jitter, RetryBudget, parse_retry_after};
 
 /// The body of every response the gateway sends: either one it made (errors,
 /// fallbacks) or an upstream's, streamed through.
-pub type Body = Either<Full<Bytes>, Either<UpstreamBody, PermitBody<UpstreamBody>>>;
+pub type Body = Either<Full<Bytes>, DeadlineBody<UpstreamBody>>;
 
 /// A downstream service as the gateway runs it.
 #[derive(Debug)]
@@ -390,6 +400,26 @@ impl Gateway {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<Body>, Infallible> {
+        self.serve(req, peer, None).await
+    }
+
+    /// Answers one client request that arrived from `peer` on `conn`, whose
+    /// writes then get the answer's deadline.
+    pub async fn handle_on(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        conn: &ClientConn,
+    ) -> Result<Response<Body>, Infallible> {
+        self.serve(req, peer, Some(conn)).await
+    }
+
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        conn: Option<&ClientConn>,
+    ) -> Result<Response<Body>, Infallible> {
         let s = &*self.shared;
         let state = s.current.load_full();
         let started = s.clock.now();
@@ -407,6 +437,7 @@ impl Gateway {
                 .to_response::<String>()
                 .map(|text| Either::Left(Full::new(Bytes::from(text))));
             resp.headers_mut().insert(headers::REQUEST_ID, request_id);
+            bound_writes(conn, &resp, state.config.server.write_timeout);
             return Ok(resp);
         }
 
@@ -423,6 +454,7 @@ impl Gateway {
                 &format!("no route for {}", parts.uri.path()),
             );
             resp.headers_mut().insert(headers::REQUEST_ID, request_id);
+            bound_writes(conn, &resp, state.config.server.write_timeout);
             return Ok(resp);
         };
         let service = &state.services[route.service];
@@ -431,6 +463,7 @@ impl Gateway {
         // moving the state, one allocation included.
         let mut resp = Box::pin(self.forward(&state, service, &route, parts, body, client)).await;
         resp.headers_mut().insert(headers::REQUEST_ID, request_id);
+        bound_writes(conn, &resp, state.config.server.write_timeout);
         let elapsed = s.clock.now().saturating_duration_since(started);
         service.latency.record(elapsed);
         state.route_metrics[route.id].observe(resp.status().as_u16(), elapsed);
@@ -448,8 +481,17 @@ impl Gateway {
         client: headers::ClientAddr,
     ) -> Response<Body> {
         let s = &*self.shared;
+        // The total time this request may take, from now: the service's
+        // `timeout`, or less if the client says it will wait less.
+        let budget = match Deadline::from_headers(&parts.headers) {
+            Some(theirs) => theirs.remaining().min(service.config.timeout),
+            None => service.config.timeout,
+        };
+        let deadline = s.clock.now().saturating_add(budget);
+        // The same instant on tokio's clock, for the timers.
+        let wall_deadline = tokio::time::Instant::now() + budget;
 
-        // The body is read whole, within the limit, so that an attempt can be
+        // The body is read whole, within the limit and the deadline, so that an attempt can be
         // replayed on retry; a declared length over the limit is refused unread.
         let limit = state.config.server.max_body_bytes;
         let declared = parts
@@ -464,13 +506,20 @@ impl Gateway {
         let body = if hyper::body::Body::is_end_stream(&body) {
             Bytes::new()
         } else {
-            match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
+            let read = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect();
+            match tokio::time::timeout_at(wall_deadline, read).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    return too_large(limit);
+                }
                 Err(_) => {
+                    return json_error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        "the request body did not arrive within the service's timeout",
+                    );
+                }
+                Ok(Err(_)) => {
                     return json_error(
                         StatusCode::BAD_REQUEST,
                         "bad_body",
@@ -517,8 +566,9 @@ impl Gateway {
             None => None,
         };
 
-        // Circuit breaker: a permit, or the fallback at once.
-        let permit = match service.breaker.try_acquire() {
+        // Circuit breaker: a permit, or the fallback at once. Owned: a good
+        // answer's permit is judged at the end of its body.
+        let permit = match service.breaker.try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 service.counters.count(Outcome::Rejected);
@@ -549,7 +599,6 @@ impl Gateway {
             .as_ref()
             .filter(|_| route.retry_non_idempotent || is_idempotent(&parts.method));
         let attempts = retry.map_or(1, |r| r.attempts.max(1));
-        let deadline = s.clock.now().saturating_add(service.config.timeout);
         let mut rng: Option<SplitMix64> = None; // seeded only if a retry needs jitter
         let mut prev_delay = retry.map_or(Duration::ZERO, |r| r.initial);
 
@@ -568,6 +617,12 @@ impl Gateway {
                 break Err(Refusal::Unreachable);
             };
             let target = upstream_target(base, path_and_query.as_deref(), &parts.uri);
+            // The upstream learns how long this attempt may take (any value the
+            // client sent is replaced: it was honoured above).
+            parts.headers.insert(
+                rempart::deadline::HEADER,
+                HeaderValue::from(u64::try_from(try_limit.as_millis()).unwrap_or(u64::MAX)),
+            );
             let req = UpstreamRequest {
                 method: &parts.method,
                 target: &target,
@@ -607,25 +662,34 @@ impl Gateway {
                 break Ok(outcome);
             }
             let r = retry.expect("retryable implies a retry policy");
-            let delay = backoff_delay(
+            let backoff = backoff_delay(
                 r,
                 attempt,
                 prev_delay,
                 rng.get_or_insert_with(SplitMix64::from_entropy),
             );
-            prev_delay = delay;
+            let (status, retry_after) = match &outcome {
+                Attempt::Answered(resp) => (Some(resp.status().as_u16()), retry_after(resp)),
+                _ => (None, None),
+            };
+            let left = remaining(deadline, s.clock.now());
             // No time left for the pause and another try: this outcome stands.
-            if delay >= remaining(deadline, s.clock.now()) {
+            let Some(delay) = crate::retry_pause::pause(status, retry_after, backoff, left) else {
                 break Ok(outcome);
-            }
+            };
+            prev_delay = delay;
             tokio::time::sleep(delay).await;
             attempt += 1;
         };
 
         match result {
             Ok(Attempt::Answered(resp)) => {
+                // A good answer's permit is judged when its body ends.
+                let mut permit = Some(permit);
                 if resp.status().is_server_error() {
-                    permit.failure();
+                    if let Some(p) = permit.take() {
+                        p.failure();
+                    }
                     service.counters.count(Outcome::Failure);
                     // A kept good answer beats a 5xx; without one, the 5xx goes
                     // to the client as the upstream sent it.
@@ -636,7 +700,6 @@ impl Gateway {
                         return stale;
                     }
                 } else {
-                    permit.success();
                     service.counters.count(Outcome::Success);
                 }
                 // The client has already dropped the hop-by-hop fields.
@@ -662,25 +725,35 @@ impl Gateway {
                     && let Some(keep) = keep
                     && s.stale.wants(base, &keep, &parts.headers).await
                 {
-                    return match rbody.collect().await {
-                        Ok(collected) => {
+                    return match tokio::time::timeout_at(wall_deadline, rbody.collect()).await {
+                        Ok(Ok(collected)) => {
+                            if let Some(p) = permit.take() {
+                                p.success();
+                            }
                             let body = collected.to_bytes();
                             let answer = StaleAnswer::new(200, &rparts.headers, body.clone());
                             s.stale.put(base, &keep, &parts.headers, answer).await;
                             drop(slot);
                             Response::from_parts(rparts, Either::Left(Full::new(body)))
                         }
-                        Err(_) => {
+                        Ok(Err(_)) => {
+                            if let Some(p) = permit.take() {
+                                p.failure();
+                            }
                             self.fallback(service, Refusal::Unreachable, None, &parts.headers)
+                                .await
+                        }
+                        Err(_) => {
+                            if let Some(p) = permit.take() {
+                                p.failure();
+                            }
+                            self.fallback(service, Refusal::Timeout, None, &parts.headers)
                                 .await
                         }
                     };
                 }
-                let body = match slot {
-                    Some(slot) => Either::Right(Either::Right(PermitBody::new(rbody, slot))),
-                    None => Either::Right(Either::Left(rbody)),
-                };
-                Response::from_parts(rparts, body)
+                let body = DeadlineBody::new(rbody, wall_deadline, slot, permit);
+                Response::from_parts(rparts, Either::Right(body))
             }
             Ok(Attempt::Timeout) => {
                 permit.failure();
@@ -784,6 +857,30 @@ impl Attempt {
 
 fn remaining(deadline: Instant, now: Instant) -> Duration {
     deadline.saturating_duration_since(now)
+}
+
+/// The upstream's `Retry-After`, read only where the library heeds one.
+fn retry_after(resp: &Response<UpstreamBody>) -> Option<Duration> {
+    if !matches!(resp.status().as_u16(), 429 | 503) {
+        return None;
+    }
+    let value = resp.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    // An HTTP-date is wall-clock time; delay-seconds (the usual form) is not.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now();
+    parse_retry_after(value, now)
+}
+
+/// Gives the connection's writes the answer's deadline: an upstream's
+/// streamed answer has what is left of the request's; the gateway's own
+/// answers get `write_timeout`.
+fn bound_writes(conn: Option<&ClientConn>, resp: &Response<Body>, write_timeout: Duration) {
+    if let Some(conn) = conn {
+        conn.write_by(match resp.body() {
+            Either::Right(streamed) => streamed.deadline(),
+            Either::Left(_) => tokio::time::Instant::now() + write_timeout,
+        });
+    }
 }
 
 /// The library's backoff and jitter for a service's `retry` settings.

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::admin;
+use crate::client_conn::{ClientStream, Connections};
 use crate::config::{ConfigError, GatewayConfig, ServerConfig};
 use crate::proxy::{Gateway, ReloadReport};
 
@@ -256,6 +257,7 @@ async fn serve_proxy(
     let graceful = GracefulShutdown::new();
     // Every connection's task, so those left after the grace can be aborted.
     let mut connections = JoinSet::new();
+    let open = Connections::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -274,13 +276,21 @@ async fn serve_proxy(
                     http = http1_for(&now);
                     settings = now;
                 }
+                // Past the cap: refused at once, before it costs a task.
+                let Some(client) = open.admit(settings.max_connections) else {
+                    crate::client_conn::refuse(&stream);
+                    tracing::debug!(%peer, "connection refused: max_connections reached");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let gw = gateway.clone();
+                let io = ClientStream::new(stream, Arc::clone(&client));
                 let conn = http.serve_connection(
-                    TokioIo::new(stream),
+                    TokioIo::new(io),
                     service_fn(move |req| {
                         let gw = gw.clone();
-                        async move { gw.handle(req, peer).await }
+                        let client = Arc::clone(&client);
+                        async move { gw.handle_on(req, peer, &client).await }
                     }),
                 );
                 let conn = graceful.watch(conn);

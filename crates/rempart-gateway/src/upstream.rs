@@ -7,13 +7,16 @@
 //! it has been ejected (capped at [`MAX_EJECTION`]), as Envoy's outlier
 //! detection does; the last host standing is never ejected, so a service with
 //! one host still gets its circuit breaker's judgement rather than none.
+//! Ejections are decided one at a time under a lock taken only on that rare
+//! path, so hosts failing at the same moment cannot all eject each other;
+//! picking and recording successes stay lock-free.
 //!
 //! Active health checks ([`crate::health_check`]), when configured, take a
 //! host out of rotation on their own; a host takes traffic only when neither
 //! mechanism has taken it out.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Uri;
@@ -66,8 +69,10 @@ impl Host {
 #[derive(Debug)]
 pub struct Upstreams {
     hosts: Box<[Host]>,
-    total_weight: u64,
     picks: AtomicU64,
+    /// Held while an ejection is decided and made: "is another host still
+    /// available?" and "eject this one" must be one step.
+    ejecting: Mutex<()>,
     clock: Arc<dyn Clock>,
 }
 
@@ -85,11 +90,10 @@ impl Upstreams {
                 probed_unhealthy: AtomicBool::new(false),
             })
             .collect();
-        let total_weight = hosts.iter().map(|h| u64::from(h.weight)).sum();
         Upstreams {
             hosts,
-            total_weight,
             picks: AtomicU64::new(0),
+            ejecting: Mutex::new(()),
             clock,
         }
     }
@@ -106,7 +110,10 @@ impl Upstreams {
 
     /// Hosts taking traffic now: neither ejected nor failing health checks.
     pub fn available(&self) -> usize {
-        let now = self.clock.now();
+        self.available_at(self.clock.now())
+    }
+
+    fn available_at(&self, now: Instant) -> usize {
         self.hosts.iter().filter(|h| h.is_available(now)).count()
     }
 
@@ -121,34 +128,8 @@ impl Upstreams {
     /// service has no host with a positive weight.
     pub fn pick(&self) -> Option<usize> {
         let now = self.clock.now();
-        let live: u64 = self
-            .hosts
-            .iter()
-            .filter(|h| h.is_available(now))
-            .map(|h| u64::from(h.weight))
-            .sum();
-        // Everything out or weightless: fall back to the configured weights.
-        let (total, skip_unavailable) = if live > 0 {
-            (live, true)
-        } else {
-            (self.total_weight, false)
-        };
-        if total == 0 {
-            return None;
-        }
         let n = self.picks.fetch_add(1, Ordering::Relaxed);
-        let mut r = mix(n) % total;
-        for (i, h) in self.hosts.iter().enumerate() {
-            if skip_unavailable && !h.is_available(now) {
-                continue;
-            }
-            let w = u64::from(h.weight);
-            if r < w {
-                return Some(i);
-            }
-            r -= w;
-        }
-        None
+        choose(&self.hosts, |h| h.is_available(now), mix(n))
     }
 
     /// Records that host `i` answered well.
@@ -166,8 +147,14 @@ impl Upstreams {
         if fails < EJECT_AFTER {
             return false;
         }
+        if h.is_ejected(self.clock.now()) || self.available() <= 1 {
+            return false;
+        }
+        // Checked again and acted on as one step: two hosts failing together
+        // must not each see the other still available and both leave.
+        let deciding = self.ejecting.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.clock.now();
-        if h.is_ejected(now) || self.available() <= 1 {
+        if h.is_ejected(now) || self.available_at(now) <= 1 {
             return false;
         }
         let n = h.ejections.fetch_add(1, Ordering::AcqRel) + 1;
@@ -175,9 +162,46 @@ impl Upstreams {
         h.ejected_until
             .store(now.saturating_add(period).as_nanos(), Ordering::Release);
         h.consecutive_failures.store(0, Ordering::Relaxed);
+        drop(deciding);
         tracing::warn!(host = %h.url, period_s = period.as_secs(), "upstream host ejected");
         true
     }
+}
+
+/// The host that random number `r` lands on, by weight among the hosts
+/// `is_available` accepts, or by configured weight when none is. Availability
+/// is read more than once and can change in between (a probe, an ejection on
+/// another thread): a walk that overshoots takes the last candidate it saw,
+/// so a service with a weighted host always gets one.
+fn choose(hosts: &[Host], mut is_available: impl FnMut(&Host) -> bool, r: u64) -> Option<usize> {
+    let live: u64 = hosts
+        .iter()
+        .filter(|h| is_available(h))
+        .map(|h| u64::from(h.weight))
+        .sum();
+    // Everything out or weightless: fall back to the configured weights.
+    let (total, skip_unavailable) = if live > 0 {
+        (live, true)
+    } else {
+        (hosts.iter().map(|h| u64::from(h.weight)).sum(), false)
+    };
+    if total == 0 {
+        return None;
+    }
+    let mut r = r % total;
+    let mut candidate = None;
+    for (i, h) in hosts.iter().enumerate() {
+        if h.weight == 0 || (skip_unavailable && !is_available(h)) {
+            continue;
+        }
+        let w = u64::from(h.weight);
+        if r < w {
+            return Some(i);
+        }
+        r -= w;
+        candidate = Some(i);
+    }
+    candidate.or_else(|| hosts.iter().position(|h| h.weight > 0))
 }
 
 /// Spreads a counter into well-mixed bits: the n-th pick's random number.
@@ -308,5 +332,96 @@ mod tests {
             assert!(!u.failure(0));
         }
         assert_eq!(u.pick(), Some(0));
+    }
+
+    #[test]
+    fn hosts_failing_at_the_same_moment_never_all_get_ejected() {
+        // Every thread fails every host at once, round after round: without
+        // the check and the ejection as one step, each host saw the others
+        // still available and all of them left.
+        for _ in 0..200 {
+            let (u, _) = upstreams(&[1, 1, 1, 1]);
+            let u = Arc::new(u);
+            let start = Arc::new(std::sync::Barrier::new(8));
+            let threads: Vec<_> = (0..8)
+                .map(|t| {
+                    let (u, start) = (Arc::clone(&u), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        for k in 0..EJECT_AFTER as usize * 4 {
+                            u.failure((t + k) % 4);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert!(u.available() >= 1, "every host was ejected");
+            assert!(u.pick().is_some_and(|i| u.hosts()[i].is_available(u.now())));
+        }
+    }
+
+    #[test]
+    fn picking_while_health_checks_flip_always_finds_a_host() {
+        // A checker flips hosts in and out while requests pick: a host that
+        // left between the weight sum and the walk once made `pick` answer
+        // None though another host was up all along.
+        let (u, _) = upstreams(&[1, 1, 1]);
+        let u = Arc::new(u);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flipper = {
+            let (u, stop) = (Arc::clone(&u), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut up = false;
+                while !stop.load(Ordering::Relaxed) {
+                    u.set_probed_healthy(0, up);
+                    u.set_probed_healthy(1, !up);
+                    up = !up;
+                }
+            })
+        };
+        let misses = (0..200_000).filter(|_| u.pick().is_none()).count();
+        stop.store(true, Ordering::Relaxed);
+        flipper.join().unwrap();
+        assert_eq!(misses, 0, "host 2 was up all along");
+    }
+
+    proptest::proptest! {
+        /// Whatever availability says each time it is asked (another thread
+        /// can change it between two looks), a service with a weighted host
+        /// gets a host, and a host it offered when asked for the walk.
+        #[test]
+        fn choose_finds_a_host_whenever_one_has_weight(
+            weights in proptest::collection::vec(0u32..5, 1..8),
+            looks in proptest::collection::vec(proptest::bool::ANY, 64),
+            r in proptest::num::u64::ANY,
+        ) {
+            let (u, _) = upstreams(&weights);
+            let mut k = 0;
+            let picked = choose(u.hosts(), |_| { k += 1; looks[k % looks.len()] }, r);
+            let weighted = weights.iter().any(|&w| w > 0);
+            proptest::prop_assert_eq!(picked.is_some(), weighted);
+            if let Some(i) = picked {
+                proptest::prop_assert!(weights[i] > 0, "picked a drained host");
+            }
+        }
+
+        /// With availability steady, `pick` answers whenever a host is available.
+        #[test]
+        fn pick_answers_whenever_a_host_is_available(
+            weights in proptest::collection::vec(1u32..5, 1..8),
+            out in proptest::collection::vec(proptest::bool::ANY, 8),
+        ) {
+            let (u, _) = upstreams(&weights);
+            for (i, o) in out.iter().take(weights.len()).enumerate() {
+                u.set_probed_healthy(i, !o);
+            }
+            let picked = u.pick();
+            proptest::prop_assert!(picked.is_some());
+            if u.available() > 0 {
+                proptest::prop_assert!(u.hosts()[picked.unwrap()].is_available(u.now()));
+            }
+        }
     }
 }
