@@ -1,0 +1,1 @@
+//! Durable orchestrated sagas (being built; see issue 11).
