@@ -1,1 +1,6 @@
-//! Durable orchestrated sagas (being built; see issue 11).
+//! Durable orchestrated sagas (seed 001 case 2).
+
+#![deny(missing_docs)]
+
+pub mod decision;
+pub mod record;
