@@ -18,11 +18,11 @@
 //! 4. Forward: the first step not COMPLETED is the current one. If every step
 //!    is completed, the saga is COMPLETED.
 //! 5. The current step FAILED (a refusal, so no effect): compensate (rule 3).
-//! 6. An abort request, or a deadline passed, before the pivot completed,
-//!    when the current step is PENDING: compensate instead of starting it. A
-//!    STARTED step is run to an answer first (it may be running, or have run).
-//!    Once the pivot completed, abort and deadline no longer apply: the saga
-//!    can only go forward.
+//! 6. An abort request, or a deadline passed, before the pivot completed:
+//!    compensate instead of calling the current step (again). A STARTED
+//!    current step (in backoff, or its worker died) may have run, so rule 3
+//!    undoes it by key. Once the pivot completed, abort and deadline no
+//!    longer apply: the saga can only go forward.
 //! 7. Otherwise run the current step, attempt `attempts + 1`, with the
 //!    stable idempotency key: a STARTED step may have run, and runs again.
 //!
@@ -150,10 +150,7 @@ pub fn decide(kinds: &[StepKind], saga: &SagaRecord, now: u64) -> Action {
     }
     // Rule 6.
     let deadline_passed = saga.deadline.is_some_and(|d| now >= d);
-    if (saga.abort_requested || deadline_passed)
-        && !pivot_completed(kinds, saga)
-        && step.status == StepStatus::Pending
-    {
+    if (saga.abort_requested || deadline_passed) && !pivot_completed(kinds, saga) {
         return next_compensation(kinds, saga);
     }
     // Rule 7.

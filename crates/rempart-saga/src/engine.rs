@@ -92,7 +92,6 @@ struct Inner<S> {
     bulkhead: Bulkhead,
     metrics: SagaMetrics,
     rng: Mutex<SplitMix64>,
-    stopping: AtomicBool,
 }
 
 impl<S: SagaStore> SagaEngine<S> {
@@ -132,7 +131,6 @@ impl<S: SagaStore> SagaEngine<S> {
                 bulkhead,
                 metrics: SagaMetrics::default(),
                 rng: Mutex::new(SplitMix64::from_entropy()),
-                stopping: AtomicBool::new(false),
             }),
         })
     }
@@ -158,7 +156,7 @@ impl<S: SagaStore> SagaEngine<S> {
                 let inner = self.inner.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let _ = inner.drive(record, lease, Some(first)).await;
+                    let _ = inner.drive(record, lease, Some(first), &NEVER_STOP).await;
                 });
             }
             Err(_) => {
@@ -176,14 +174,19 @@ impl<S: SagaStore> SagaEngine<S> {
     /// this task; returns the record as it was last written.
     pub async fn run(&self, saga_type: &str, payload: Value) -> Result<SagaRecord, SagaError> {
         let (record, lease, first) = self.inner.create(saga_type, payload).await?;
-        self.inner.drive(record, lease, Some(first)).await
+        self.inner
+            .drive(record, lease, Some(first), &NEVER_STOP)
+            .await
     }
 
     /// Picks up due and stuck sagas until `shutdown` resolves, then drains:
-    /// the sagas in hand finish their current call, are saved and released.
+    /// the sagas it holds finish their current call, are saved and released.
+    /// (Sagas driven by [`SagaEngine::start`] go on to their end or backoff.)
     pub async fn run_worker(&self, shutdown: impl std::future::Future<Output = ()>) {
         let inner = &self.inner;
         let types: Vec<String> = inner.sagas.keys().cloned().collect();
+        // This worker's drain signal (several workers may share an engine).
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -205,9 +208,10 @@ impl<S: SagaStore> SagaEngine<S> {
                                 break; // released by lease expiry
                             };
                             let inner = inner.clone();
+                            let stopping = stopping.clone();
                             tasks.spawn(async move {
                                 let _permit = permit;
-                                let _ = inner.drive(record, lease, None).await;
+                                let _ = inner.drive(record, lease, None, &stopping).await;
                             });
                         }
                     }
@@ -220,14 +224,14 @@ impl<S: SagaStore> SagaEngine<S> {
             }
             while tasks.try_join_next().is_some() {}
         }
-        inner.stopping.store(true, Ordering::SeqCst);
+        stopping.store(true, Ordering::SeqCst);
         while tasks.join_next().await.is_some() {}
-        // Sagas started by `start` hold bulkhead permits too.
-        while inner.bulkhead.in_flight() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 }
+
+/// The drain flag of drives that no worker owns (`start`, `run`): they go on
+/// until their saga is final or waits a backoff.
+static NEVER_STOP: AtomicBool = AtomicBool::new(false);
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -291,12 +295,16 @@ impl<S: SagaStore> Inner<S> {
         record: SagaRecord,
         lease: Lease,
         first: Option<Action>,
+        stopping: &AtomicBool,
     ) -> Result<SagaRecord, SagaError> {
         let span = tracing::info_span!("saga", id = %record.id, saga_type = %record.saga_type);
         let labels = SagaMetrics::of(&record.saga_type);
         let gauge = self.metrics.in_progress.get_or_create(&labels).clone();
         gauge.inc();
-        let result = self.drive_held(record, lease, first).instrument(span).await;
+        let result = self
+            .drive_held(record, lease, first, stopping)
+            .instrument(span)
+            .await;
         gauge.dec();
         if let Err(e) = &result {
             tracing::warn!(error = %e, "saga left to another worker");
@@ -309,6 +317,7 @@ impl<S: SagaStore> Inner<S> {
         mut record: SagaRecord,
         mut lease: Lease,
         first: Option<Action>,
+        stopping: &AtomicBool,
     ) -> Result<SagaRecord, SagaError> {
         let def = self.definition(&record.saga_type)?;
         let names: Vec<&str> = record.steps.iter().map(|s| s.name.as_str()).collect();
@@ -323,7 +332,7 @@ impl<S: SagaStore> Inner<S> {
         let mut unsaved: Vec<usize> = Vec::new();
         let mut action = match first {
             Some(a) => a,
-            None => self.next(def, &mut record, &mut unsaved),
+            None => self.next(def, &mut record, &mut unsaved, stopping),
         };
         loop {
             let now = self.now();
@@ -376,13 +385,19 @@ impl<S: SagaStore> Inner<S> {
                     unsaved.push(step);
                 }
             }
-            action = self.next(def, &mut record, &mut unsaved);
+            action = self.next(def, &mut record, &mut unsaved, stopping);
         }
     }
 
     /// The decision's next action, begun on the record.
-    fn next(&self, def: &Saga, record: &mut SagaRecord, unsaved: &mut Vec<usize>) -> Action {
-        if self.stopping.load(Ordering::SeqCst) {
+    fn next(
+        &self,
+        def: &Saga,
+        record: &mut SagaRecord,
+        unsaved: &mut Vec<usize>,
+        stopping: &AtomicBool,
+    ) -> Action {
+        if stopping.load(Ordering::SeqCst) {
             // Draining: save what we have and let the lease go.
             return Action::WaitUntil(record.next_attempt_at);
         }
