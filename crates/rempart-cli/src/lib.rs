@@ -15,6 +15,9 @@ use clap::{Parser, Subcommand};
 
 mod breaker_demo;
 mod gateway;
+mod saga;
+
+pub use saga::SagaCommand;
 
 /// Exit code for bad usage or a bad config file.
 pub const EXIT_USAGE: u8 = 64;
@@ -78,6 +81,9 @@ pub enum Command {
         #[arg(long, default_value = "150ms", value_parser = parse_interval)]
         interval: Duration,
     },
+    /// Look at durable sagas and act on them: list, show, resume, abort.
+    #[command(subcommand)]
+    Saga(saga::SagaCommand),
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -137,6 +143,7 @@ pub fn run(cli: Cli) -> u8 {
             no_redraw,
             ..
         } => gateway::demo(duration, no_redraw),
+        Command::Saga(cmd) => saga::run(cmd),
     }
 }
 
