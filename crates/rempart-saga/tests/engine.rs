@@ -544,3 +544,25 @@ async fn two_workers_on_one_postgres_never_run_a_saga_at_once_and_finish_all() {
     );
     assert_eq!(world.log().len(), 40 * 3, "every step ran exactly once");
 }
+
+#[tokio::test]
+async fn metrics_count_started_finished_and_step_durations_by_type() {
+    let (store, world, _t) = setup("sqlite").await;
+    let engine = SagaEngine::new(store, vec![order_saga(&world)], config()).unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    engine.metrics().register(&mut registry);
+    engine.run("create_order", order()).await.unwrap();
+    world.decline_payment.store(true, Ordering::SeqCst);
+    engine.run("create_order", order()).await.unwrap();
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "saga_started_total{type=\"create_order\"} 2",
+        "saga_finished_total{type=\"create_order\",status=\"COMPLETED\"} 1",
+        "saga_finished_total{type=\"create_order\",status=\"COMPENSATED\"} 1",
+        "saga_step_duration_seconds_count{type=\"create_order\",step=\"RESERVE_STOCK\"} 2",
+        "saga_in_progress{type=\"create_order\"} 0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
