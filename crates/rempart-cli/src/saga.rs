@@ -56,15 +56,9 @@ pub enum SagaCommand {
 
 /// Runs a `saga` subcommand; returns the exit code.
 pub(crate) fn run(cmd: SagaCommand) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(1) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return EXIT_FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run_async(cmd)) {
         Ok(()) => 0,
@@ -73,6 +67,22 @@ pub(crate) fn run(cmd: SagaCommand) -> u8 {
             code
         }
     }
+}
+
+/// A tokio runtime with `threads` workers (1: the current thread), or the
+/// exit code after saying why there is none.
+pub(crate) fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, u8> {
+    let mut b = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    b.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        EXIT_FAILURE
+    })
 }
 
 type Failure = (u8, String);

@@ -105,16 +105,9 @@ pub(crate) fn run(args: SagaDemoArgs) -> u8 {
     if let Some(after) = args.crash_after {
         return crash_then_recover(&args, &url, after);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::saga::runtime(2) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return EXIT_FAILURE;
-        }
+        Err(code) => return code,
     };
     let code = runtime.block_on(run_engine(&args, &url));
     drop(dir);
@@ -153,10 +146,7 @@ fn crash_then_recover(args: &SagaDemoArgs, url: &str, after: Duration) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    {
+    if let Ok(rt) = crate::saga::runtime(1) {
         rt.block_on(async { tokio::time::sleep(after).await });
     }
     // Child::kill is SIGKILL on Unix: no chance to save or release anything.

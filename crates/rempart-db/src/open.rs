@@ -52,6 +52,17 @@ impl Default for OpenOptions {
     }
 }
 
+/// Opening a pool under a deadline: the driver's error, or the deadline, as text.
+async fn within<T>(
+    deadline: Duration,
+    open: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, String> {
+    tokio::time::timeout(deadline, open)
+        .await
+        .map_err(|_| format!("no answer within {deadline:?}"))?
+        .map_err(|e| e.to_string())
+}
+
 /// A pool on one of the two backends.
 #[derive(Debug, Clone)]
 pub enum Pool {
@@ -104,10 +115,9 @@ impl Db {
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_with(connect);
-            let pool = tokio::time::timeout(opts.connect_timeout, pool)
+            let pool = within(opts.connect_timeout, pool)
                 .await
-                .map_err(|_| unreachable(format!("no answer within {:?}", opts.connect_timeout)))?
-                .map_err(|e| unreachable(e.to_string()))?;
+                .map_err(unreachable)?;
             return Ok(Db {
                 pool: Pool::Sqlite(pool),
                 url: redact(url),
@@ -127,10 +137,9 @@ impl Db {
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_with(connect);
-            let pool = tokio::time::timeout(opts.connect_timeout, pool)
+            let pool = within(opts.connect_timeout, pool)
                 .await
-                .map_err(|_| unreachable(format!("no answer within {:?}", opts.connect_timeout)))?
-                .map_err(|e| unreachable(e.to_string()))?;
+                .map_err(unreachable)?;
             return Ok(Db {
                 pool: Pool::Postgres(pool),
                 url: redact(url),
