@@ -360,7 +360,7 @@ async fn run_engine(args: &SagaDemoArgs, url: &str) -> u8 {
         waited += Duration::from_millis(250);
         let unfinished = count_unfinished(&db).await.unwrap_or(u64::MAX);
         if waited.as_millis() % 1000 == 0 || unfinished == 0 {
-            print_table(&db, args.no_redraw).await;
+            print_table(&db, args.no_redraw, recovering).await;
         }
         if unfinished == 0 {
             break;
@@ -403,7 +403,7 @@ async fn count_unfinished(db: &Db) -> Result<u64, sqlx::Error> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-async fn print_table(db: &Db, no_redraw: bool) {
+async fn print_table(db: &Db, no_redraw: bool, recovered: u64) {
     let rows: Result<Vec<(String, i64)>, sqlx::Error> = with_pool!(db, p => {
         sqlx::query("SELECT status, COUNT(*) FROM sagas GROUP BY status ORDER BY status")
             .fetch_all(p)
@@ -418,6 +418,8 @@ async fn print_table(db: &Db, no_redraw: bool) {
     for (status, n) in rows {
         println!("{status:<20} {n:>6}");
     }
+    let compensated: i64 = with_pool!(db, p => sqlx::query_scalar("SELECT COUNT(*) FROM saga_steps WHERE status = 'COMPENSATED'").fetch_one(p).await).unwrap_or(0);
+    println!("steps compensated: {compensated}, sagas recovered from a killed run: {recovered}");
 }
 
 /// The checks a reader can also run by hand on the tables; each must be 0.

@@ -566,3 +566,64 @@ async fn metrics_count_started_finished_and_step_durations_by_type() {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_shutting_down_finishes_its_call_saves_and_releases_the_saga() {
+    let (store, world, _t) = setup("sqlite").await;
+    world.step_delay_ms.store(300, Ordering::SeqCst);
+    let engine = SagaEngine::new(store.clone(), vec![order_saga(&world)], config()).unwrap();
+    // A saga for the worker to pick up (no engine holds it).
+    let id = Uuid::new_v4();
+    let mut r = store
+        .inner
+        .load(engine.run("create_order", order()).await.unwrap().id)
+        .await
+        .unwrap();
+    r.id = id;
+    r.status = SagaStatus::Started;
+    for s in &mut r.steps {
+        *s = rempart_saga::StepRecord::pending(&s.name);
+    }
+    store
+        .create(
+            &r,
+            &Lease {
+                owner: "nobody".into(),
+                fence: 0,
+                expires_at: 0,
+            },
+        )
+        .await
+        .unwrap();
+    world.log.lock().unwrap().clear();
+    // Shut down while the first step's call is in flight.
+    engine
+        .run_worker(tokio::time::sleep(Duration::from_millis(150)))
+        .await;
+    let after = store.load(id).await.unwrap();
+    assert_eq!(
+        after.steps[0].status,
+        StepStatus::Completed,
+        "the call in flight was finished and saved"
+    );
+    assert_eq!(
+        after.steps[1].status,
+        StepStatus::Pending,
+        "no new step was started"
+    );
+    assert_eq!(world.log(), ["reserve"]);
+    // Released: another worker takes it at once, without waiting for the lease.
+    let now_ms =
+        rempart::clock::Clock::now(&rempart::clock::UnixClock::new()).as_nanos() / 1_000_000;
+    let claimed = store
+        .claim(
+            "other",
+            &["create_order".into()],
+            now_ms,
+            now_ms + 1_000,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "the lease was let go on shutdown");
+}
