@@ -15,6 +15,11 @@ use clap::{Parser, Subcommand};
 
 mod breaker_demo;
 mod gateway;
+mod saga;
+mod saga_demo;
+
+pub use saga::SagaCommand;
+pub use saga_demo::{INVARIANTS as SAGA_DEMO_INVARIANTS, SagaDemoArgs};
 
 /// Exit code for bad usage or a bad config file.
 pub const EXIT_USAGE: u8 = 64;
@@ -63,7 +68,11 @@ pub enum Command {
     /// service's circuit state, answers and p99 every second: reporting fails,
     /// its circuit opens, clients get degraded answers at once, catalogue and
     /// orders keep their latency, reporting recovers and its circuit closes.
+    #[command(args_conflicts_with_subcommands = true)]
     Demo {
+        /// Another story: `rempart demo saga` (seed 001 case 2's order saga).
+        #[command(subcommand)]
+        story: Option<DemoStory>,
         /// How long the story lasts, e.g. "20s" or "1m".
         #[arg(long, default_value = "20s", value_parser = parse_duration)]
         duration: Duration,
@@ -81,6 +90,17 @@ pub enum Command {
         #[arg(long, default_value = "150ms", value_parser = parse_interval)]
         interval: Duration,
     },
+    /// Look at durable sagas and act on them: list, show, resume, abort.
+    #[command(subcommand)]
+    Saga(saga::SagaCommand),
+}
+
+/// The other demos.
+#[derive(Debug, Subcommand)]
+pub enum DemoStory {
+    /// Seed 001 case 2: an order saga over inventory, payment and shipping,
+    /// durable in SQLite or PostgreSQL; kill it any time, rerun to recover.
+    Saga(SagaDemoArgs),
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -130,6 +150,10 @@ pub fn run(cli: Cli) -> u8 {
         Command::Gateway { config } => gateway::serve(&config),
         Command::CheckConfig { file } => gateway::check(&file),
         Command::Demo {
+            story: Some(DemoStory::Saga(args)),
+            ..
+        } => saga_demo::run(args),
+        Command::Demo {
             breaker: true,
             calls,
             interval,
@@ -140,6 +164,7 @@ pub fn run(cli: Cli) -> u8 {
             no_redraw,
             ..
         } => gateway::demo(duration, no_redraw),
+        Command::Saga(cmd) => saga::run(cmd),
     }
 }
 
