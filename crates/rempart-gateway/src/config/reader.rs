@@ -41,6 +41,16 @@ pub(super) fn start(span: Option<Range<usize>>) -> Option<usize> {
     span.map(|s| s.start)
 }
 
+/// The known word nearest `word` (at most 3 edits away), for "did you mean".
+pub(super) fn closest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(word, k), *k))
+        .min()
+        .filter(|(d, _)| *d <= 3)
+        .map(|(_, k)| k)
+}
+
 pub(super) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
@@ -76,13 +86,8 @@ impl<'t> Reader<'t> {
                 .get_key_value(key)
                 .and_then(|(k, _)| start(k.span()))
                 .unwrap_or(s.at);
-            let closest = known
-                .iter()
-                .map(|k| (strsim::damerau_levenshtein(key, k), *k))
-                .min()
-                .filter(|(d, _)| *d <= 3);
-            let message = match closest {
-                Some((_, k)) => format!("unknown key; did you mean `{k}`?"),
+            let message = match closest(key, known) {
+                Some(k) => format!("unknown key; did you mean `{k}`?"),
                 None => format!("unknown key; expected one of: {}", known.join(", ")),
             };
             self.problem(at, join(s.path, key), message);

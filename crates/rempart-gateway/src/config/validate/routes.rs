@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::config::reader::{Reader, Section, join};
+use crate::config::reader::{Reader, Section, closest, join};
 use crate::config::{RouteConfig, ServiceConfig};
 
 impl Reader<'_> {
@@ -72,13 +72,8 @@ impl Reader<'_> {
                 && !unnamed_service
             {
                 let sat = self.entry(s, "service").map_or(at, |e| e.1);
-                let closest = names
-                    .iter()
-                    .map(|n| (strsim::damerau_levenshtein(name, n), *n))
-                    .min()
-                    .filter(|(d, _)| *d <= 3);
-                let message = match closest {
-                    Some((_, n)) => format!("no service named {name:?}; did you mean {n:?}?"),
+                let message = match closest(name, &names) {
+                    Some(n) => format!("no service named {name:?}; did you mean {n:?}?"),
                     None if names.is_empty() => {
                         format!("no service named {name:?}; no services are defined")
                     }
