@@ -359,7 +359,7 @@ async fn run_engine(args: &SagaDemoArgs, url: &str) -> u8 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         waited += Duration::from_millis(250);
         let unfinished = count_unfinished(&db).await.unwrap_or(u64::MAX);
-        if waited.as_millis() % 1000 == 0 || unfinished == 0 {
+        if waited.as_millis().is_multiple_of(1000) || unfinished == 0 {
             print_table(&db, args.no_redraw, recovering).await;
         }
         if unfinished == 0 {
