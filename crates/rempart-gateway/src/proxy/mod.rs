@@ -2,16 +2,16 @@
 //!
 //! Each decision has its file, read in this order (ARCHITECTURE.md draws it):
 //!
-//! - [`admission`]: request id, client address, per-client rate limit, path
+//! - `admission`: request id, client address, per-client rate limit, path
 //!   normalisation, route; the request's deadline and body;
-//! - [`attempts`]: retry → circuit breaker → bulkhead → per-try timeout, the
+//! - `attempts`: retry → circuit breaker → bulkhead → per-try timeout, the
 //!   library's order (`rempart::pipeline`), applied to every attempt;
 //! - this file: from the last attempt to the answer: streamed under the
 //!   deadline with its permit and slot, or read whole and kept for later
 //!   fallbacks when it may be shared;
-//! - [`fallback`]: the last good answer marked degraded, or a degraded JSON
+//! - `fallback`: the last good answer marked degraded, or a degraded JSON
 //!   503/504 with `Retry-After`;
-//! - [`reload`]: which running state a new configuration keeps.
+//! - `reload`: which running state a new configuration keeps.
 //!
 //! The total timeout (shortened, never lengthened, by the client's
 //! `x-request-timeout-ms`) bounds every phase: reading the request body,
