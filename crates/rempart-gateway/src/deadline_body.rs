@@ -30,9 +30,10 @@ pin_project! {
         at: Instant,
         // The timer, made and armed only when the upstream makes the body
         // wait: a body read in one go costs no timer (even an unarmed one
-        // takes the timer driver's lock when dropped).
-        #[pin]
-        timer: Option<Sleep>,
+        // takes the timer driver's lock when dropped). Boxed: a `Sleep` is
+        // larger than the rest of the body, and hyper moves the response
+        // (body included) several times per request.
+        timer: Option<Pin<Box<Sleep>>>,
         slot: Option<OwnedBulkheadPermit>,
         permit: Option<OwnedPermit>,
     }
@@ -132,11 +133,10 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin> Body for DeadlineBody<B> 
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
-                let mut timer = this.timer;
-                if timer.is_none() {
-                    timer.set(Some(tokio::time::sleep_until(*this.at)));
-                }
-                let expired_now = timer.as_pin_mut().is_some_and(|t| t.poll(cx).is_ready());
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*this.at)));
+                let expired_now = timer.as_mut().poll(cx).is_ready();
                 if expired_now {
                     finish(this.inner, this.slot, this.permit, false);
                     return Poll::Ready(Some(Err(expired())));
