@@ -77,10 +77,11 @@ impl AmqpDestination {
 
     async fn channel(&self) -> Result<Channel, PublishError> {
         let mut slot = self.channel.lock().await;
-        if let Some((conn, ch)) = slot.as_ref() {
-            if conn.status().connected() && ch.status().connected() {
-                return Ok(ch.clone());
-            }
+        if let Some((conn, ch)) = slot.as_ref()
+            && conn.status().connected()
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
         }
         let (conn, ch) = self.open().await?;
         *slot = Some((conn, ch.clone()));

@@ -238,6 +238,15 @@ pub struct CycleReport {
     pub full: bool,
 }
 
+impl CycleReport {
+    /// Did the destination look down: transient failures and nothing
+    /// published? One message refused among many published is that message's
+    /// problem (its own backoff), not a reason to open the breaker.
+    pub fn destination_failing(&self) -> bool {
+        self.retried > 0 && self.published == 0
+    }
+}
+
 /// How long the relay waits before its next claim (a notification may end the
 /// wait sooner, except after failures). After a full batch, no wait; after
 /// `failures` cycles in a row with transient failures, the backoff; otherwise

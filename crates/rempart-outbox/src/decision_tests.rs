@@ -177,3 +177,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_a_cycle_with_nothing_published_counts_as_the_destination_failing() {
+    let some = CycleReport {
+        claimed: 5,
+        published: 4,
+        retried: 1,
+        ..Default::default()
+    };
+    assert!(!some.destination_failing());
+    let none = CycleReport {
+        claimed: 5,
+        retried: 5,
+        ..Default::default()
+    };
+    assert!(none.destination_failing());
+    assert!(!CycleReport::default().destination_failing());
+}

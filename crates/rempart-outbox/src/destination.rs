@@ -155,3 +155,18 @@ impl Destination for ChannelDestination {
             .map_err(|_| PublishError::transient("the channel's receiver is gone"))
     }
 }
+
+/// One destination shared by several relays (one connection, many publishers).
+impl<D: Destination> Destination for Arc<D> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn max_payload(&self) -> Option<usize> {
+        (**self).max_payload()
+    }
+
+    fn publish(&self, message: &Envelope) -> impl Future<Output = Result<(), PublishError>> + Send {
+        (**self).publish(message)
+    }
+}

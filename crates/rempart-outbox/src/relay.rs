@@ -149,7 +149,7 @@ impl<D: Destination> Relay<D> {
         };
         let report = self.cycle().await;
         match &report {
-            Ok(r) if r.retried > 0 => permit.failure(),
+            Ok(r) if r.destination_failing() => permit.failure(),
             Ok(r) if r.claimed > 0 => permit.success(),
             _ => permit.ignore(),
         }
@@ -290,7 +290,7 @@ impl<D: Destination> Relay<D> {
                     }
                 }
             };
-            failures = if report.retried > 0 {
+            failures = if report.destination_failing() {
                 failures.saturating_add(1)
             } else {
                 0
