@@ -130,6 +130,60 @@ pub fn after_failure(
     }
 }
 
+/// One publish of a cycle: the row, its failed attempts before, the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The outbox id.
+    pub id: uuid::Uuid,
+    /// Failed attempts before this one.
+    pub attempts: u32,
+    /// The destination's answer (or the admission check's refusal).
+    pub result: Result<(), PublishError>,
+}
+
+/// What becomes of each row a cycle tried, and the cycle's counts.
+///
+/// In an outage (transient failures and nothing published), a failed row is
+/// not held against itself: its attempts stay, it is due again at once, and
+/// the relay's backoff and circuit breaker pace the retries. So an outage
+/// never dead-letters a row through `max_attempts`, and the rows drain as
+/// soon as the broker is back rather than at the end of each row's backoff.
+/// Otherwise a transient failure is that message's (see [`after_failure`]).
+pub fn settle(
+    attempts: Vec<Attempt>,
+    policy: &RetryPolicy,
+    now_ms: u64,
+    rng: &mut dyn Rng,
+) -> (CycleReport, Vec<(uuid::Uuid, RowOutcome)>) {
+    let published = attempts.iter().filter(|a| a.result.is_ok()).count();
+    let transient = attempts
+        .iter()
+        .any(|a| matches!(&a.result, Err(e) if e.kind == FailureKind::Transient));
+    let outage = transient && published == 0;
+    let mut report = CycleReport::default();
+    let outcomes = attempts
+        .into_iter()
+        .map(|a| {
+            let outcome = match a.result {
+                Ok(()) => RowOutcome::Published,
+                Err(e) if outage && e.kind == FailureKind::Transient => RowOutcome::Retry {
+                    attempts: a.attempts,
+                    next_attempt_at: now_ms,
+                    error: e.message,
+                },
+                Err(e) => after_failure(a.attempts, &e, policy, now_ms, rng),
+            };
+            match &outcome {
+                RowOutcome::Published => report.published += 1,
+                RowOutcome::Retry { .. } => report.retried += 1,
+                RowOutcome::Dead { .. } => report.dead += 1,
+            }
+            (a.id, outcome)
+        })
+        .collect();
+    (report, outcomes)
+}
+
 /// A check of a payload against its event type's declared shape.
 pub type PayloadCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 

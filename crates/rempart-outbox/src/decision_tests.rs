@@ -195,3 +195,59 @@ fn only_a_cycle_with_nothing_published_counts_as_the_destination_failing() {
     assert!(none.destination_failing());
     assert!(!CycleReport::default().destination_failing());
 }
+
+fn attempt(attempts: u32, result: Result<(), PublishError>) -> Attempt {
+    Attempt {
+        id: Uuid::new_v4(),
+        attempts,
+        result,
+    }
+}
+
+#[test]
+fn an_outage_neither_counts_against_rows_nor_delays_them() {
+    let mut rng = SplitMix64::seeded(1);
+    let (report, out) = settle(
+        vec![
+            attempt(4, Err(PublishError::transient("down"))),
+            attempt(0, Err(PublishError::permanent("too large"))),
+        ],
+        &policy(Some(5)),
+        1_000,
+        &mut rng,
+    );
+    assert!(report.destination_failing());
+    assert_eq!(
+        out[0].1,
+        RowOutcome::Retry {
+            attempts: 4,
+            next_attempt_at: 1_000,
+            error: "down".into()
+        },
+        "an outage must not dead-letter through max_attempts nor push the row back"
+    );
+    assert!(matches!(out[1].1, RowOutcome::Dead { .. }));
+}
+
+#[test]
+fn a_failure_among_successes_is_the_messages_own() {
+    let mut rng = SplitMix64::seeded(1);
+    let (report, out) = settle(
+        vec![
+            attempt(0, Ok(())),
+            attempt(0, Err(PublishError::transient("nack"))),
+        ],
+        &policy(None),
+        1_000,
+        &mut rng,
+    );
+    assert_eq!((report.published, report.retried), (1, 1));
+    assert_eq!(
+        out[1].1,
+        RowOutcome::Retry {
+            attempts: 1,
+            next_attempt_at: 1_100,
+            error: "nack".into()
+        }
+    );
+}

@@ -24,7 +24,9 @@ use rempart_db::{DbError, Pool};
 use sqlx::Connection;
 use uuid::Uuid;
 
-use crate::decision::{self, CycleReport, PayloadChecks, PublishError, RetryPolicy, RowOutcome};
+use crate::decision::{
+    self, Attempt, CycleReport, FailureKind, PayloadChecks, PublishError, RetryPolicy, RowOutcome,
+};
 use crate::destination::Destination;
 use crate::message::Envelope;
 use crate::store::{OutboxStore, apply_in, claim_in};
@@ -206,7 +208,8 @@ impl<D: Destination> Relay<D> {
     }
 
     /// Publishes the claimed rows: one chain per aggregate, chains side by
-    /// side, a chain's rows in order and stopping at its first transient failure.
+    /// side, a chain's rows in order and stopping at its first transient
+    /// failure; then [`decision::settle`] decides what becomes of each row.
     async fn publish(
         &self,
         rows: Vec<Envelope>,
@@ -216,23 +219,21 @@ impl<D: Destination> Relay<D> {
         let chains = decision::chains(rows);
         let full = chains.len() >= aggregates as usize;
         let results = join_all(chains.into_iter().map(|chain| self.publish_chain(chain))).await;
-        let outcomes: Vec<(Uuid, RowOutcome)> = results.into_iter().flatten().collect();
-        let mut report = CycleReport {
-            claimed,
-            full,
-            ..CycleReport::default()
-        };
-        for (_, o) in &outcomes {
-            match o {
-                RowOutcome::Published => report.published += 1,
-                RowOutcome::Retry { .. } => report.retried += 1,
-                RowOutcome::Dead { .. } => report.dead += 1,
+        let attempts: Vec<Attempt> = results.into_iter().flatten().collect();
+        let now = self.now_ms();
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut report, outcomes) = decision::settle(attempts, &self.config.retry, now, &mut *rng);
+        report.claimed = claimed;
+        report.full = full;
+        for (id, o) in &outcomes {
+            if let RowOutcome::Dead { error, .. } = o {
+                tracing::warn!(%id, %error, "outbox message dead-lettered");
             }
         }
         (report, outcomes)
     }
 
-    async fn publish_chain(&self, chain: Vec<Envelope>) -> Vec<(Uuid, RowOutcome)> {
+    async fn publish_chain(&self, chain: Vec<Envelope>) -> Vec<Attempt> {
         let mut out = Vec::with_capacity(chain.len());
         for row in chain {
             let result =
@@ -251,21 +252,15 @@ impl<D: Destination> Relay<D> {
                         )))
                     }),
                 };
-            let outcome = match result {
-                Ok(()) => RowOutcome::Published,
-                Err(e) => {
-                    let now = self.now_ms();
-                    let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-                    decision::after_failure(row.attempts, &e, &self.config.retry, now, &mut *rng)
-                }
-            };
-            let stop = matches!(outcome, RowOutcome::Retry { .. });
-            if let RowOutcome::Dead { error, .. } = &outcome {
-                tracing::warn!(id = %row.id, aggregate = %row.aggregate_id, seq = row.seq, %error, "outbox message dead-lettered");
-            }
-            out.push((row.id, outcome));
+            // A transient failure stops the chain: later rows of this
+            // aggregate wait for this one. A dead letter does not.
+            let stop = matches!(&result, Err(e) if e.kind == FailureKind::Transient);
+            out.push(Attempt {
+                id: row.id,
+                attempts: row.attempts,
+                result,
+            });
             if stop {
-                // Later rows of this aggregate wait for this one.
                 break;
             }
         }

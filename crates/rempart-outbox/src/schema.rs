@@ -10,6 +10,8 @@
 //! - `state` (`pending`, `published`, `dead`), `attempts`, `next_attempt_at`
 //!   (ms since the Unix epoch) and `last_error`, for retries and dead letters;
 //! - `outbox_relay_lease`: the one relay allowed to run on SQLite;
+//! - `outbox_pending_age`, so a claim reads the oldest pending rows first
+//!   and stops at its limit instead of sorting the whole backlog;
 //! - on PostgreSQL, a statement trigger that notifies `rempart_outbox` with
 //!   the schema's name, so relays wake at commit instead of at their next poll.
 
@@ -39,6 +41,7 @@ CREATE TABLE outbox (
   CONSTRAINT outbox_aggregate_seq UNIQUE (aggregate_type, aggregate_id, seq)
 );
 CREATE INDEX outbox_pending ON outbox (aggregate_type, aggregate_id, seq) WHERE state = 'pending';
+CREATE INDEX outbox_pending_age ON outbox (created_at) WHERE state = 'pending';
 CREATE INDEX outbox_published ON outbox (published_at) WHERE state = 'published';
 CREATE TABLE outbox_sequences (
   aggregate_type VARCHAR(200) NOT NULL,
@@ -71,6 +74,7 @@ CREATE TABLE outbox (
   CONSTRAINT outbox_aggregate_seq UNIQUE (aggregate_type, aggregate_id, seq)
 );
 CREATE INDEX outbox_pending ON outbox (aggregate_type, aggregate_id, seq) WHERE state = 'pending';
+CREATE INDEX outbox_pending_age ON outbox (created_at) WHERE state = 'pending';
 CREATE INDEX outbox_published ON outbox (published_at) WHERE state = 'published';
 CREATE TABLE outbox_sequences (
   aggregate_type VARCHAR(200) NOT NULL,

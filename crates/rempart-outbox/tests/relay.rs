@@ -399,3 +399,95 @@ async fn the_relay_wakes_on_notify_before_its_poll_interval() {
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
 }
+
+/// A destination that can be switched off, like a broker going down.
+#[derive(Debug)]
+struct Switch {
+    inner: ChannelDestination,
+    down: std::sync::atomic::AtomicBool,
+    tries: AtomicU64,
+}
+
+impl Destination for Switch {
+    fn name(&self) -> &str {
+        "switch"
+    }
+
+    async fn publish(&self, m: &Envelope) -> Result<(), PublishError> {
+        self.tries.fetch_add(1, Ordering::Relaxed);
+        if self.down.load(Ordering::Relaxed) {
+            return Err(PublishError::transient("connection refused"));
+        }
+        self.inner.publish(m).await
+    }
+}
+
+/// With the broker down, rows stay pending and are neither dead-lettered
+/// (even with `max_attempts`) nor pushed back by their own backoff (here an
+/// hour): when the broker is back, everything drains, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_stay_through_a_broker_outage_and_drain_in_order_when_it_is_back() {
+    for backend in BACKENDS {
+        let (t, store) = setup(backend).await;
+        let (dest, mut rx) = ChannelDestination::new(1024, Routing::prefixed("t"));
+        let switch = Arc::new(Switch {
+            inner: dest,
+            down: true.into(),
+            tries: AtomicU64::new(0),
+        });
+        let mut config = fast_config();
+        config.retry.backoff = rempart::retry::Backoff::constant(Duration::from_secs(3600));
+        config.retry.max_attempts = Some(2);
+        let breaker = rempart::CircuitBreaker::builder()
+            .failure_threshold(3)
+            .open_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let relay =
+            Arc::new(Relay::new(store.clone(), switch.clone(), config).with_breaker(breaker));
+        for n in 1..=4 {
+            for a in 0..5 {
+                enqueue(&t.db, &order_created(&format!("agg-{a}"), n)).await;
+            }
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = {
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                relay
+                    .run(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            })
+        };
+        // Several failed cycles (more than max_attempts per row).
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while switch.tries.load(Ordering::Relaxed) < 20 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the relay keeps trying");
+        assert_eq!(store.pending().await.unwrap(), 20, "{backend}: rows stay");
+        assert!(
+            store.dead_letters(10).await.unwrap().is_empty(),
+            "{backend}"
+        );
+
+        switch.down.store(false, Ordering::Relaxed);
+        let mut by_aggregate: HashMap<String, Vec<i64>> = HashMap::new();
+        for _ in 0..20 {
+            let d = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("drains once the broker is back")
+                .unwrap();
+            by_aggregate.entry(d.aggregate_id).or_default().push(d.seq);
+        }
+        for (agg, seqs) in by_aggregate {
+            assert_eq!(seqs, [1, 2, 3, 4], "{backend}: {agg}");
+        }
+        stop.send(()).unwrap();
+        running.await.unwrap().unwrap();
+    }
+}
