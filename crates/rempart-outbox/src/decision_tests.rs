@@ -13,6 +13,7 @@ fn row(agg: &str, seq: i64, payload: &str) -> Envelope {
         payload: payload.into(),
         headers: "{}".into(),
         attempts: 0,
+        created_ms: 0,
     }
 }
 

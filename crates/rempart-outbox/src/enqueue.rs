@@ -160,6 +160,9 @@ impl Inbox {
         F: AsyncFnOnce(&'t mut Transaction<'c, DB>) -> Result<T, E>,
     {
         if !Self::first_delivery(tx, consumer, message_id).await? {
+            crate::metrics::INBOX_DUPLICATES
+                .get_or_create(&vec![("consumer", consumer.to_owned())])
+                .inc();
             return Ok(Handled::Duplicate);
         }
         handler(tx).await.map(Handled::Applied)

@@ -8,7 +8,8 @@
 //! - [`Inbox::handle_once`] applies a delivered message's effects once per
 //!   consumer, in the consumer's transaction.
 //! - [`decision`]: the relay's decisions as pure functions; read it first.
-//! - [`OutboxStore`]: retention, dead letters, the pending count.
+//! - [`OutboxStore`]: retention, dead letters, the backlog.
+//! - [`OutboxMetrics`]: the Prometheus metrics.
 //!
 //! ## No skipped rows: claims, not a cursor
 //! The seed polls `WHERE published_at IS NULL ORDER BY created_at`; any cursor
@@ -50,6 +51,7 @@ pub mod decision;
 mod destination;
 mod enqueue;
 mod message;
+mod metrics;
 mod nats;
 mod relay;
 pub mod schema;
@@ -60,7 +62,8 @@ pub use decision::{FailureKind, PayloadChecks, PublishError, RetryPolicy, RowOut
 pub use destination::{ChannelDestination, Delivery, Destination, Routing, standard_headers};
 pub use enqueue::{Backend, EnqueueError, Handled, Inbox, Outbox, message_id};
 pub use message::{Envelope, InvalidMessage, Message};
+pub use metrics::OutboxMetrics;
 pub use nats::{NatsConnectError, NatsDestination};
 pub use relay::{NOTIFY_CHANNEL, Relay, RelayConfig, RelayError};
 pub use schema::{INBOX_SCHEMA, OUTBOX_SCHEMA};
-pub use store::{DeadLetter, OutboxStore};
+pub use store::{Backlog, DeadLetter, OutboxStore};

@@ -113,6 +113,9 @@ pub struct Envelope {
     pub headers: String,
     /// Failed publish attempts so far.
     pub attempts: u32,
+    /// When the row was written (ms since the Unix epoch, database time;
+    /// whole seconds on SQLite), for the lag metric.
+    pub created_ms: i64,
 }
 
 impl Envelope {

@@ -29,7 +29,8 @@ use crate::decision::{
 };
 use crate::destination::Destination;
 use crate::message::Envelope;
-use crate::store::{OutboxStore, apply_in, claim_in};
+use crate::metrics::OutboxMetrics;
+use crate::store::{Backlog, OutboxStore, apply_in, claim_in};
 
 /// The PostgreSQL channel the outbox trigger notifies (payload: the schema).
 pub const NOTIFY_CHANNEL: &str = "rempart_outbox";
@@ -93,6 +94,7 @@ pub struct Relay<D: Destination> {
     clock: Arc<dyn Clock>,
     breaker: CircuitBreaker,
     rng: Mutex<SplitMix64>,
+    metrics: OutboxMetrics,
 }
 
 impl<D: Destination> Relay<D> {
@@ -113,7 +115,26 @@ impl<D: Destination> Relay<D> {
             clock: Arc::new(UnixClock::new()),
             breaker,
             rng: Mutex::new(SplitMix64::from_entropy()),
+            metrics: OutboxMetrics::default(),
         }
+    }
+
+    /// Metrics shared with a registry (see [`OutboxMetrics::register`]).
+    pub fn with_metrics(mut self, metrics: OutboxMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Reads the backlog and sets `outbox_pending` and
+    /// `outbox_oldest_pending_age_seconds` (the relay's loop does it about
+    /// once a second).
+    pub async fn refresh_backlog(&self) -> Result<Backlog, RelayError> {
+        let b = self.store.backlog().await?;
+        self.metrics
+            .pending
+            .set(i64::try_from(b.pending).unwrap_or(i64::MAX));
+        self.metrics.oldest_pending_age.set(b.oldest_age_seconds);
+        Ok(b)
     }
 
     /// Declared payload shapes: a payload that does not match is dead-lettered.
@@ -252,6 +273,14 @@ impl<D: Destination> Relay<D> {
                         )))
                     }),
                 };
+            let labels = OutboxMetrics::of(self.destination.name());
+            if result.is_ok() {
+                self.metrics.published.get_or_create(&labels).inc();
+                let lag_ms = i64::try_from(self.now_ms()).unwrap_or(i64::MAX) - row.created_ms;
+                self.metrics.lag.observe(lag_ms.max(0) as f64 / 1000.0);
+            } else {
+                self.metrics.errors.get_or_create(&labels).inc();
+            }
             // A transient failure stops the chain: later rows of this
             // aggregate wait for this one. A dead letter does not.
             let stop = matches!(&result, Err(e) if e.kind == FailureKind::Transient);
@@ -274,7 +303,15 @@ impl<D: Destination> Relay<D> {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut listener = self.listen().await;
         let mut failures: u32 = 0;
+        let mut refreshed_at: u64 = 0;
         loop {
+            let now = self.now_ms();
+            if now.saturating_sub(refreshed_at) >= 1000 {
+                refreshed_at = now;
+                if let Err(e) = self.refresh_backlog().await {
+                    tracing::debug!(error = %e, "outbox relay: backlog not read");
+                }
+            }
             let report = match self.run_once().await {
                 Ok(r) => r,
                 Err(e) => {

@@ -24,9 +24,9 @@ WITH heads AS (
   ORDER BY o.created_at, o.seq
   LIMIT $2 {lock}
 )
-SELECT id, aggregate_type, aggregate_id, seq, event_type, payload, headers, attempts FROM (
+SELECT id, aggregate_type, aggregate_id, seq, event_type, payload, headers, attempts, created_ms FROM (
   SELECT o.id, o.aggregate_type, o.aggregate_id, o.seq, o.event_type,
-         CAST(o.payload AS TEXT) AS payload, CAST(o.headers AS TEXT) AS headers, o.attempts,
+         CAST(o.payload AS TEXT) AS payload, CAST(o.headers AS TEXT) AS headers, o.attempts, {created_ms} AS created_ms,
          row_number() OVER (PARTITION BY o.aggregate_type, o.aggregate_id ORDER BY o.seq) AS rn
   FROM outbox o JOIN heads h ON o.aggregate_type = h.aggregate_type AND o.aggregate_id = h.aggregate_id
   WHERE o.state = 'pending'
@@ -59,6 +59,15 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// What waits in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Rows waiting to be published (not dead letters).
+    pub pending: u64,
+    /// Age of the oldest of them, 0 when there is none.
+    pub oldest_age_seconds: f64,
+}
+
 /// The outbox table, for relays and operators.
 #[derive(Debug, Clone)]
 pub struct OutboxStore {
@@ -82,23 +91,30 @@ macro_rules! envelope {
             payload: r.try_get("payload")?,
             headers: r.try_get("headers")?,
             attempts: u32::try_from(attempts).unwrap_or(0),
+            created_ms: r.try_get("created_ms")?,
         })
     }};
 }
 
-/// Claims in `$exec`: PostgreSQL locks the heads (`lock = true`).
+/// Claims in `$exec`; on PostgreSQL (`$postgres`) it locks the heads.
 macro_rules! claim_in {
-    ($exec:expr, $lock:expr, $now:expr, $aggregates:expr, $per:expr) => {
+    ($exec:expr, $postgres:expr, $now:expr, $aggregates:expr, $per:expr) => {
         async {
             use sqlx::Row as _;
-            let sql = $crate::store::CLAIM.replace(
-                "{lock}",
-                if $lock {
-                    "FOR UPDATE OF o SKIP LOCKED"
-                } else {
-                    ""
-                },
-            );
+            let (lock, created_ms) = if $postgres {
+                (
+                    "FOR UPDATE OF o SKIP LOCKED",
+                    "CAST(EXTRACT(EPOCH FROM o.created_at) * 1000 AS BIGINT)",
+                )
+            } else {
+                (
+                    "",
+                    "CAST((julianday(o.created_at) - 2440587.5) * 86400000.0 AS INTEGER)",
+                )
+            };
+            let sql = $crate::store::CLAIM
+                .replace("{lock}", lock)
+                .replace("{created_ms}", created_ms);
             let rows = sqlx::query(&sql)
                 .bind($crate::store::ms($now))
                 .bind(i64::from($aggregates))
@@ -212,6 +228,26 @@ impl OutboxStore {
                 .await
                 .map_err(|e| self.err(e))?;
             Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    /// The pending rows and the age of the oldest (database time).
+    pub async fn backlog(&self) -> Result<Backlog, DbError> {
+        let age = if self.db.backend() == "postgres" {
+            "CAST(EXTRACT(EPOCH FROM NOW() - MIN(created_at)) AS DOUBLE PRECISION)"
+        } else {
+            "(julianday('now') - julianday(MIN(created_at))) * 86400.0"
+        };
+        let sql = format!("SELECT COUNT(*), {age} FROM outbox WHERE state = 'pending'");
+        with_pool!(self.db, pool => {
+            let (n, age): (i64, Option<f64>) = sqlx::query_as(&sql)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            Ok(Backlog {
+                pending: u64::try_from(n).unwrap_or(0),
+                oldest_age_seconds: age.unwrap_or(0.0).max(0.0),
+            })
         })
     }
 
