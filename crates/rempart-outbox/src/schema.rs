@@ -17,77 +17,77 @@
 
 use rempart_db::{Component, Migration};
 
+/// The outbox tables, with each backend's types for the id, JSON and
+/// timestamps: one text, so the two schemas cannot drift apart.
+macro_rules! outbox_tables {
+    ($id:literal, $json:literal, $ts:literal, $now:literal) => {
+        concat!(
+            "
+CREATE TABLE outbox (
+  id              ", $id, " PRIMARY KEY,
+  aggregate_type  VARCHAR(200) NOT NULL,
+  aggregate_id    VARCHAR(200) NOT NULL,
+  seq             BIGINT NOT NULL,
+  event_type      VARCHAR(200) NOT NULL,
+  payload         ", $json, " NOT NULL,
+  headers         ", $json, " NOT NULL DEFAULT '{}',
+  created_at      ", $ts, " NOT NULL DEFAULT ", $now, ",
+  published_at    ", $ts, ",
+  state           VARCHAR(20) NOT NULL DEFAULT 'pending',
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at BIGINT NOT NULL DEFAULT 0,
+  last_error      TEXT,
+  CONSTRAINT outbox_aggregate_seq UNIQUE (aggregate_type, aggregate_id, seq)
+);
+CREATE INDEX outbox_pending ON outbox (aggregate_type, aggregate_id, seq) WHERE state = 'pending';
+CREATE INDEX outbox_pending_age ON outbox (created_at) WHERE state = 'pending';
+CREATE INDEX outbox_published ON outbox (published_at) WHERE state = 'published';
+CREATE TABLE outbox_sequences (
+  aggregate_type VARCHAR(200) NOT NULL,
+  aggregate_id   VARCHAR(200) NOT NULL,
+  last_seq       BIGINT NOT NULL,
+  PRIMARY KEY (aggregate_type, aggregate_id)
+);
+CREATE TABLE outbox_relay_lease (
+  name       VARCHAR(100) PRIMARY KEY,
+  owner      VARCHAR(200) NOT NULL,
+  expires_at BIGINT NOT NULL,
+  fence      BIGINT NOT NULL
+);
+"
+        )
+    };
+}
+
+macro_rules! inbox_table {
+    ($ts:literal, $now:literal) => {
+        concat!(
+            "
+CREATE TABLE inbox (
+  consumer    VARCHAR(200) NOT NULL,
+  message_id  VARCHAR(200) NOT NULL,
+  received_at ",
+            $ts,
+            " NOT NULL DEFAULT ",
+            $now,
+            ",
+  PRIMARY KEY (consumer, message_id)
+);
+"
+        )
+    };
+}
+
 /// The outbox schema, as a [`Component`] for [`rempart_db::Db::migrate`].
 pub const OUTBOX_SCHEMA: Component = Component {
     name: "outbox",
     migrations: &[Migration {
         version: 1,
         name: "outbox, sequences and relay lease",
-        sqlite: "
-CREATE TABLE outbox (
-  id              BLOB PRIMARY KEY,
-  aggregate_type  VARCHAR(200) NOT NULL,
-  aggregate_id    VARCHAR(200) NOT NULL,
-  seq             BIGINT NOT NULL,
-  event_type      VARCHAR(200) NOT NULL,
-  payload         TEXT NOT NULL,
-  headers         TEXT NOT NULL DEFAULT '{}',
-  created_at      TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-  published_at    TIMESTAMP,
-  state           VARCHAR(20) NOT NULL DEFAULT 'pending',
-  attempts        INTEGER NOT NULL DEFAULT 0,
-  next_attempt_at BIGINT NOT NULL DEFAULT 0,
-  last_error      TEXT,
-  CONSTRAINT outbox_aggregate_seq UNIQUE (aggregate_type, aggregate_id, seq)
-);
-CREATE INDEX outbox_pending ON outbox (aggregate_type, aggregate_id, seq) WHERE state = 'pending';
-CREATE INDEX outbox_pending_age ON outbox (created_at) WHERE state = 'pending';
-CREATE INDEX outbox_published ON outbox (published_at) WHERE state = 'published';
-CREATE TABLE outbox_sequences (
-  aggregate_type VARCHAR(200) NOT NULL,
-  aggregate_id   VARCHAR(200) NOT NULL,
-  last_seq       BIGINT NOT NULL,
-  PRIMARY KEY (aggregate_type, aggregate_id)
-);
-CREATE TABLE outbox_relay_lease (
-  name       VARCHAR(100) PRIMARY KEY,
-  owner      VARCHAR(200) NOT NULL,
-  expires_at BIGINT NOT NULL,
-  fence      BIGINT NOT NULL
-);
-",
-        postgres: "
-CREATE TABLE outbox (
-  id              UUID PRIMARY KEY,
-  aggregate_type  VARCHAR(200) NOT NULL,
-  aggregate_id    VARCHAR(200) NOT NULL,
-  seq             BIGINT NOT NULL,
-  event_type      VARCHAR(200) NOT NULL,
-  payload         JSONB NOT NULL,
-  headers         JSONB NOT NULL DEFAULT '{}',
-  created_at      TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-  published_at    TIMESTAMPTZ,
-  state           VARCHAR(20) NOT NULL DEFAULT 'pending',
-  attempts        INTEGER NOT NULL DEFAULT 0,
-  next_attempt_at BIGINT NOT NULL DEFAULT 0,
-  last_error      TEXT,
-  CONSTRAINT outbox_aggregate_seq UNIQUE (aggregate_type, aggregate_id, seq)
-);
-CREATE INDEX outbox_pending ON outbox (aggregate_type, aggregate_id, seq) WHERE state = 'pending';
-CREATE INDEX outbox_pending_age ON outbox (created_at) WHERE state = 'pending';
-CREATE INDEX outbox_published ON outbox (published_at) WHERE state = 'published';
-CREATE TABLE outbox_sequences (
-  aggregate_type VARCHAR(200) NOT NULL,
-  aggregate_id   VARCHAR(200) NOT NULL,
-  last_seq       BIGINT NOT NULL,
-  PRIMARY KEY (aggregate_type, aggregate_id)
-);
-CREATE TABLE outbox_relay_lease (
-  name       VARCHAR(100) PRIMARY KEY,
-  owner      VARCHAR(200) NOT NULL,
-  expires_at BIGINT NOT NULL,
-  fence      BIGINT NOT NULL
-);
+        sqlite: outbox_tables!("BLOB", "TEXT", "TIMESTAMP", "CURRENT_TIMESTAMP"),
+        postgres: concat!(
+            outbox_tables!("UUID", "JSONB", "TIMESTAMPTZ", "NOW()"),
+            "
 CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pg_notify('rempart_outbox', TG_TABLE_SCHEMA);
@@ -95,7 +95,8 @@ BEGIN
 END $$;
 CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
   FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
-",
+"
+        ),
     }],
 };
 
@@ -105,21 +106,7 @@ pub const INBOX_SCHEMA: Component = Component {
     migrations: &[Migration {
         version: 1,
         name: "inbox",
-        sqlite: "
-CREATE TABLE inbox (
-  consumer    VARCHAR(200) NOT NULL,
-  message_id  VARCHAR(200) NOT NULL,
-  received_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-  PRIMARY KEY (consumer, message_id)
-);
-",
-        postgres: "
-CREATE TABLE inbox (
-  consumer    VARCHAR(200) NOT NULL,
-  message_id  VARCHAR(200) NOT NULL,
-  received_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-  PRIMARY KEY (consumer, message_id)
-);
-",
+        sqlite: inbox_table!("TIMESTAMP", "CURRENT_TIMESTAMP"),
+        postgres: inbox_table!("TIMESTAMPTZ", "NOW()"),
     }],
 };

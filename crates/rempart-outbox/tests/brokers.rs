@@ -16,12 +16,40 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use rempart_db::with_pool;
 use rempart_outbox::{
-    AmqpDestination, Destination, Handled, Inbox, Message, NatsDestination, Relay, Routing,
-    message_id,
+    AmqpDestination, Destination, Handled, Message, NatsDestination, Relay, Routing, message_id,
 };
 
 const NATS: &str = "nats://127.0.0.1:4222";
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A topic exchange of the test's own, on a fresh connection (kept alive by the caller).
+async fn topic_exchange(name: &str) -> (Connection, lapin::Channel) {
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ on 5672");
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_declare(
+        name.into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    (conn, ch)
+}
+
+async fn amqp_relay(store: rempart_outbox::OutboxStore, exchange: &str) -> Relay<AmqpDestination> {
+    let dest = AmqpDestination::connect(
+        AMQP,
+        exchange,
+        Routing::prefixed("t"),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    Relay::new(store, dest, fast_config())
+}
 
 async fn drain<D: Destination>(relay: &Relay<D>) {
     for _ in 0..1000 {
@@ -112,18 +140,7 @@ async fn rabbitmq_gets_messages_in_order_and_the_inbox_absorbs_the_republish() {
     });
     let exchange = unique("x");
     let queue = unique("q");
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ on 5672");
-    let ch = conn.create_channel().await.unwrap();
-    ch.exchange_declare(
-        exchange.as_str().into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let (_conn, ch) = topic_exchange(&exchange).await;
     ch.queue_declare(
         queue.as_str().into(),
         QueueDeclareOptions::default(),
@@ -140,15 +157,7 @@ async fn rabbitmq_gets_messages_in_order_and_the_inbox_absorbs_the_republish() {
     )
     .await
     .unwrap();
-    let dest = AmqpDestination::connect(
-        AMQP,
-        &exchange,
-        Routing::prefixed("t"),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    let relay = Relay::new(store.clone(), dest, fast_config());
+    let relay = amqp_relay(store.clone(), &exchange).await;
     let mut ids = Vec::new();
     for n in 1..=3 {
         let m = order_created("a", n);
@@ -181,21 +190,14 @@ async fn rabbitmq_gets_messages_in_order_and_the_inbox_absorbs_the_republish() {
         };
         received.push((id.clone(), seq));
         // The consumer: apply in a transaction with the inbox, commit, then ack.
-        let h = with_pool!(t.db, pool => {
-            let mut tx = pool.begin().await.unwrap();
-            let h = Inbox::handle_once(&mut tx, "projection", &id, async |tx| {
-                sqlx::query("INSERT INTO applied (message_id) VALUES ($1)")
-                    .bind(&id)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(rempart_outbox::EnqueueError::from)?;
-                Ok::<_, rempart_outbox::EnqueueError>(())
-            })
-            .await
-            .unwrap();
-            tx.commit().await.unwrap();
-            h
-        });
+        let h = apply_once(
+            &t.db,
+            "projection",
+            &id,
+            "INSERT INTO applied (message_id) VALUES ($1)",
+            &id,
+        )
+        .await;
         d.acker.ack(BasicAckOptions::default()).await.unwrap();
         outcomes.push(h);
     }
@@ -235,27 +237,8 @@ async fn rabbitmq_gets_messages_in_order_and_the_inbox_absorbs_the_republish() {
 async fn an_unroutable_rabbitmq_message_stays_in_the_outbox() {
     let (t, store) = setup("postgres").await;
     let exchange = unique("x");
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.exchange_declare(
-        exchange.as_str().into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let dest = AmqpDestination::connect(
-        AMQP,
-        &exchange,
-        Routing::prefixed("t"),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    let relay = Relay::new(store.clone(), dest, fast_config());
+    let (_conn, ch) = topic_exchange(&exchange).await;
+    let relay = amqp_relay(store.clone(), &exchange).await;
     let m = order_created("a", 1);
     enqueue(&t.db, &m).await;
     let r = relay.run_once().await.unwrap();

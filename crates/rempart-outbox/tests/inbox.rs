@@ -28,22 +28,15 @@ async fn the_inbox_absorbs_a_message_published_twice_with_the_same_id() {
         let mut outcomes = Vec::new();
         while let Ok(d) = rx.try_recv() {
             assert_eq!(d.id, m.id, "{backend}: same message id both times");
-            let handled = with_pool!(t.db, pool => {
-                let mut tx = pool.begin().await.unwrap();
-                let h = Inbox::handle_once(&mut tx, "projection", &message_id(d.id), async |tx| {
-                    sqlx::query("INSERT INTO projection (order_id, applied) VALUES ($1, 1)
-                                 ON CONFLICT (order_id) DO UPDATE SET applied = projection.applied + 1")
-                        .bind(&d.aggregate_id)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(rempart_outbox::EnqueueError::from)?;
-                    Ok::<_, rempart_outbox::EnqueueError>(())
-                })
-                .await
-                .unwrap();
-                tx.commit().await.unwrap();
-                h
-            });
+            let handled = apply_once(
+                &t.db,
+                "projection",
+                &message_id(d.id),
+                "INSERT INTO projection (order_id, applied) VALUES ($1, 1)
+                 ON CONFLICT (order_id) DO UPDATE SET applied = projection.applied + 1",
+                &d.aggregate_id,
+            )
+            .await;
             outcomes.push(handled);
         }
         assert_eq!(

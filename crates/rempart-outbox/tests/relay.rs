@@ -376,17 +376,7 @@ async fn the_relay_wakes_on_notify_before_its_poll_interval() {
     let mut config = fast_config();
     config.poll_interval = Duration::from_secs(600);
     let relay = Arc::new(Relay::new(store, dest, config));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = {
-        let relay = relay.clone();
-        tokio::spawn(async move {
-            relay
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        })
-    };
+    let (stop, running) = spawn_relay(relay.clone());
     for n in 1..=2 {
         let m = order_created("n", n);
         enqueue(&t.db, &m).await;
@@ -450,17 +440,7 @@ async fn rows_stay_through_a_broker_outage_and_drain_in_order_when_it_is_back() 
                 enqueue(&t.db, &order_created(&format!("agg-{a}"), n)).await;
             }
         }
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = {
-            let relay = relay.clone();
-            tokio::spawn(async move {
-                relay
-                    .run(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-            })
-        };
+        let (stop, running) = spawn_relay(relay.clone());
         // Several failed cycles (more than max_attempts per row).
         tokio::time::timeout(Duration::from_secs(30), async {
             while switch.tries.load(Ordering::Relaxed) < 20 {

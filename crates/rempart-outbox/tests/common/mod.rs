@@ -8,7 +8,8 @@ use rempart::retry::{Backoff, Jitter};
 use rempart_db::test_support::TestDb;
 use rempart_db::{Db, with_pool};
 use rempart_outbox::{
-    INBOX_SCHEMA, Message, OUTBOX_SCHEMA, Outbox, OutboxStore, RelayConfig, RetryPolicy,
+    Destination, Handled, INBOX_SCHEMA, Inbox, Message, OUTBOX_SCHEMA, Outbox, OutboxStore, Relay,
+    RelayConfig, RelayError, RetryPolicy,
 };
 use uuid::Uuid;
 
@@ -82,5 +83,43 @@ pub async fn forget_published(db: &Db) {
             .execute(pool)
             .await
             .unwrap();
+    })
+}
+
+/// Runs `relay` in a task until the returned sender fires (or is dropped).
+pub fn spawn_relay<D: Destination>(
+    relay: std::sync::Arc<Relay<D>>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), RelayError>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        relay
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, running)
+}
+
+/// A consumer: runs `sql` (bound to `arg`) through the inbox in its own
+/// transaction, committed; returns what the inbox did.
+pub async fn apply_once(db: &Db, consumer: &str, id: &str, sql: &str, arg: &str) -> Handled<()> {
+    with_pool!(db, pool => {
+        let mut tx = pool.begin().await.unwrap();
+        let h = Inbox::handle_once(&mut tx, consumer, id, async |tx| {
+            sqlx::query(sql)
+                .bind(arg)
+                .execute(&mut **tx)
+                .await
+                .map_err(rempart_outbox::EnqueueError::from)?;
+            Ok::<_, rempart_outbox::EnqueueError>(())
+        })
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        h
     })
 }
