@@ -471,3 +471,78 @@ async fn rows_stay_through_a_broker_outage_and_drain_in_order_when_it_is_back() 
         running.await.unwrap().unwrap();
     }
 }
+
+/// A broker that takes the message and never acks: the relay is stopped
+/// mid-cycle, as a crash between the publish and the mark.
+#[derive(Debug)]
+struct TakesAndHangs {
+    inner: ChannelDestination,
+}
+
+impl Destination for TakesAndHangs {
+    fn name(&self) -> &str {
+        "hangs"
+    }
+
+    async fn publish(&self, m: &Envelope) -> Result<(), PublishError> {
+        self.inner.publish(m).await?;
+        std::future::pending().await
+    }
+}
+
+/// PostgreSQL: a relay that dies between the publish and the mark leaves
+/// its rows pending and unlocked (its transaction rolls back); another relay
+/// publishes them again with the same ids, and the inbox applies each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_dying_before_its_mark_loses_nothing_and_the_inbox_absorbs_the_repeat() {
+    let (t, store) = setup("postgres").await;
+    with_pool!(t.db, pool => {
+        sqlx::query("CREATE TABLE applied (message_id VARCHAR(100) PRIMARY KEY)")
+            .execute(pool).await.unwrap();
+    });
+    let (dest, mut rx) = ChannelDestination::new(64, Routing::prefixed("t"));
+    let mut config = fast_config();
+    config.publish_timeout = Duration::from_secs(600);
+    let dying = Relay::new(
+        store.clone(),
+        TakesAndHangs {
+            inner: dest.clone(),
+        },
+        config,
+    );
+    let mut ids = HashSet::new();
+    for a in 0..3 {
+        let m = order_created(&format!("c{a}"), 1);
+        enqueue(&t.db, &m).await;
+        ids.insert(m.id);
+    }
+    // Every message reached the broker, then the relay is gone.
+    let mut cycle = Box::pin(dying.run_once());
+    let mut first = Vec::new();
+    while first.len() < 3 {
+        tokio::select! {
+            _ = &mut cycle => panic!("the cycle cannot end without acks"),
+            d = rx.recv() => first.push(d.unwrap()),
+        }
+    }
+    drop(cycle);
+    drop(dying);
+
+    let survivor = Relay::new(store.clone(), dest, fast_config());
+    run_until_idle(&survivor).await;
+    let second = drain(&mut rx);
+    assert_eq!(second.iter().map(|d| d.id).collect::<HashSet<_>>(), ids);
+    assert_eq!(store.pending().await.unwrap(), 0);
+
+    let mut applied = 0;
+    for d in first.iter().chain(second.iter()) {
+        let id = rempart_outbox::message_id(d.id);
+        let sql = "INSERT INTO applied (message_id) VALUES ($1)";
+        if apply_once(&t.db, "projection", &id, sql, &id).await
+            == rempart_outbox::Handled::Applied(())
+        {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 3, "each message applied once");
+}
