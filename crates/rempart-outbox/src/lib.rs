@@ -6,7 +6,9 @@
 //!   JetStream, RabbitMQ, or an in-process channel) with the outbox id as the
 //!   message id, and records them published.
 //! - [`Inbox::handle_once`] applies a delivered message's effects once per
-//!   consumer, in the consumer's transaction.
+//!   consumer, in the consumer's transaction; [`jetstream_batch`] and
+//!   [`amqp_batch`] do it for a JetStream pull consumer and a RabbitMQ queue,
+//!   acking after the commit.
 //! - [`decision`]: the relay's decisions as pure functions; read it first.
 //! - [`OutboxStore`]: retention, dead letters, the backlog.
 //! - [`OutboxMetrics`]: the Prometheus metrics.
@@ -47,6 +49,7 @@
 #![deny(missing_docs)]
 
 mod amqp;
+mod consume;
 pub mod decision;
 mod destination;
 mod enqueue;
@@ -58,6 +61,7 @@ pub mod schema;
 mod store;
 
 pub use amqp::{AMQP_DEFAULT_MAX_MESSAGE, AmqpDestination};
+pub use consume::{ConsumeError, Consumed, Incoming, amqp_batch, jetstream_batch};
 pub use decision::{FailureKind, PayloadChecks, PublishError, RetryPolicy, RowOutcome};
 pub use destination::{ChannelDestination, Delivery, Destination, Routing, standard_headers};
 pub use enqueue::{Backend, EnqueueError, Handled, Inbox, Outbox, message_id};

@@ -252,3 +252,187 @@ async fn an_unroutable_rabbitmq_message_stays_in_the_outbox() {
         .await
         .unwrap();
 }
+
+async fn insert_applied(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    m: &rempart_outbox::Incoming,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO applied (message_id) VALUES ($1)")
+        .bind(&m.id)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+}
+
+async fn applied_table(t: &rempart_db::test_support::TestDb) -> sqlx::PgPool {
+    let rempart_db::Pool::Postgres(pool) = t.db.pool() else {
+        unreachable!()
+    };
+    sqlx::query("CREATE TABLE applied (message_id VARCHAR(100) PRIMARY KEY)")
+        .execute(pool)
+        .await
+        .unwrap();
+    pool.clone()
+}
+
+/// A JetStream durable pull consumer that committed but died before its
+/// ack gets the message again after `ack_wait`; the helper acks it as a
+/// duplicate without applying it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_redelivery_after_the_commit_is_acked_as_a_duplicate() {
+    let (t, store) = setup("postgres").await;
+    let pool = applied_table(&t).await;
+    let prefix = unique("t");
+    let client = async_nats::connect(NATS).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: prefix.to_uppercase(),
+            subjects: vec![format!("{prefix}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let source: jetstream::consumer::PullConsumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("projection".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let dest = NatsDestination::new(client, Routing::prefixed(&prefix), Duration::from_secs(5));
+    let relay = Relay::new(store, dest, fast_config());
+    for n in 1..=3 {
+        enqueue(&t.db, &order_created("a", n)).await;
+    }
+    drain(&relay).await;
+
+    // The first message: applied and committed, never acked (the crash).
+    let mut first = source.fetch().max_messages(1).messages().await.unwrap();
+    use futures_util::StreamExt;
+    let m = first.next().await.unwrap().unwrap();
+    let id = m
+        .headers
+        .as_ref()
+        .unwrap()
+        .get("Nats-Msg-Id")
+        .unwrap()
+        .to_string();
+    let sql = "INSERT INTO applied (message_id) VALUES ($1)";
+    assert_eq!(
+        apply_once(&t.db, "projection", &id, sql, &id).await,
+        Handled::Applied(())
+    );
+    drop(m);
+
+    let mut total = rempart_outbox::Consumed::default();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while total.applied + total.duplicates < 3 {
+            let c = rempart_outbox::jetstream_batch(
+                &source,
+                &pool,
+                "projection",
+                &insert_applied,
+                10,
+                Duration::from_millis(500),
+                Duration::from_millis(100),
+            )
+            .await
+            .unwrap();
+            total.applied += c.applied;
+            total.duplicates += c.duplicates;
+            total.failed += c.failed;
+        }
+    })
+    .await
+    .expect("the unacked message comes back after ack_wait");
+    assert_eq!((total.applied, total.duplicates, total.failed), (2, 1, 0));
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM applied")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, 3);
+    js.delete_stream(prefix.to_uppercase()).await.unwrap();
+}
+
+/// A RabbitMQ queue with manual acks: a re-published message is acked as a
+/// duplicate; a handler failure nacks the message back, and it is applied
+/// on its next delivery; nothing is applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_amqp_helper_acks_after_commit_absorbs_duplicates_and_requeues_failures() {
+    let (t, store) = setup("postgres").await;
+    let pool = applied_table(&t).await;
+    let exchange = unique("x");
+    let queue = unique("q");
+    let (_conn, ch) = topic_exchange(&exchange).await;
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        exchange.as_str().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let relay = amqp_relay(store, &exchange).await;
+    for n in 1..=3 {
+        enqueue(&t.db, &order_created("a", n)).await;
+    }
+    drain(&relay).await;
+    forget_published(&t.db).await;
+    drain(&relay).await;
+
+    let failed_once = std::sync::atomic::AtomicBool::new(false);
+    let handler = async |tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+                         m: &rempart_outbox::Incoming|
+           -> Result<(), String> {
+        insert_applied(tx, m).await.map_err(|e| e.to_string())?;
+        if !failed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err("the projection's database hiccupped".into());
+        }
+        Ok(())
+    };
+    let mut total = rempart_outbox::Consumed::default();
+    for _ in 0..10 {
+        let c = rempart_outbox::amqp_batch(
+            &ch,
+            &queue,
+            &pool,
+            "projection",
+            &handler,
+            100,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        if c.total() == 0 {
+            break;
+        }
+        total.applied += c.applied;
+        total.duplicates += c.duplicates;
+        total.failed += c.failed;
+    }
+    // Seven deliveries: six copies and the requeued failure. Each id applied
+    // once, the three others acked as duplicates, one failure.
+    assert_eq!((total.applied, total.duplicates, total.failed), (3, 3, 1));
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM applied")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, 3);
+    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+}
