@@ -41,6 +41,21 @@
 //! aggregate. A dead letter is moved aside and its aggregate goes on: the
 //! consumer sees a gap in `rempart-seq`.
 //!
+//! ## A broker outage
+//! A cycle with transient failures and nothing published is an outage: the
+//! rows keep their attempts and are due again at once, and the relay backs
+//! off (rempart's `Backoff`) behind a circuit breaker around the destination.
+//! Rows stay in the table and drain, in order, when the broker is back; a
+//! failure among successes is the message's own (its own backoff, and
+//! `max_attempts` if set). A message that can never go (not its declared
+//! type, over the broker's size limit) is dead-lettered before any publish.
+//!
+//! ## SQLite
+//! A relay's PostgreSQL cycle is one transaction held across the publishes;
+//! on SQLite that would block the application's writers, so one relay holds
+//! a lease row (`outbox_relay_lease`, fenced), claims without locks and
+//! writes the outcomes in a short transaction.
+//!
 //! ## Duplicates
 //! A relay that dies between the publish and the mark publishes again with
 //! the same message id: JetStream drops it within its duplicate window

@@ -39,6 +39,26 @@ async fn topic_exchange(name: &str) -> (Connection, lapin::Channel) {
     (conn, ch)
 }
 
+/// A queue of the test's own, bound to `exchange` by `key`.
+async fn bound_queue(ch: &lapin::Channel, queue: &str, exchange: &str, key: &str) {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
 async fn amqp_relay(store: rempart_outbox::OutboxStore, exchange: &str) -> Relay<AmqpDestination> {
     let dest = AmqpDestination::connect(
         AMQP,
@@ -141,22 +161,7 @@ async fn rabbitmq_gets_messages_in_order_and_the_inbox_absorbs_the_republish() {
     let exchange = unique("x");
     let queue = unique("q");
     let (_conn, ch) = topic_exchange(&exchange).await;
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.as_str().into(),
-        exchange.as_str().into(),
-        "t.order.*".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    bound_queue(&ch, &queue, &exchange, "t.order.*").await;
     let relay = amqp_relay(store.clone(), &exchange).await;
     let mut ids = Vec::new();
     for n in 1..=3 {
@@ -367,22 +372,7 @@ async fn the_amqp_helper_acks_after_commit_absorbs_duplicates_and_requeues_failu
     let exchange = unique("x");
     let queue = unique("q");
     let (_conn, ch) = topic_exchange(&exchange).await;
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.as_str().into(),
-        exchange.as_str().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    bound_queue(&ch, &queue, &exchange, "#").await;
     let relay = amqp_relay(store, &exchange).await;
     for n in 1..=3 {
         enqueue(&t.db, &order_created("a", n)).await;
