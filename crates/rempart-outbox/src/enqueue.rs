@@ -1,0 +1,175 @@
+//! Writing into the outbox and the inbox inside the caller's own transaction.
+
+use std::future::Future;
+
+use sqlx::types::Json;
+use sqlx::{Postgres, Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::message::{InvalidMessage, Message};
+
+/// Why an enqueue or an inbox record failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnqueueError {
+    /// The message's fields are not acceptable.
+    #[error(transparent)]
+    Invalid(#[from] InvalidMessage),
+    /// The database failed; the caller's transaction should be rolled back.
+    #[error("outbox: {0}; is the outbox schema migrated (Db::migrate(&OUTBOX_SCHEMA))?")]
+    Db(#[from] sqlx::Error),
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for sqlx::Postgres {}
+    impl Sealed for sqlx::Sqlite {}
+}
+
+/// The two backends a transaction can be on: PostgreSQL and SQLite.
+pub trait Backend: sqlx::Database + sealed::Sealed {
+    #[doc(hidden)]
+    fn enqueue<'a>(
+        tx: &'a mut Transaction<'_, Self>,
+        message: &'a Message,
+    ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send + 'a;
+
+    #[doc(hidden)]
+    fn record_delivery<'a>(
+        tx: &'a mut Transaction<'_, Self>,
+        consumer: &'a str,
+        message_id: &'a str,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'a;
+}
+
+// The next number of an aggregate: the upsert's row lock is held to commit,
+// so a second writer of the same aggregate waits for the first and numbers
+// after it (seq order is commit order), and a rollback undoes the bump (no gap).
+const NEXT_SEQ: &str =
+    "INSERT INTO outbox_sequences (aggregate_type, aggregate_id, last_seq) VALUES ($1, $2, 1)
+ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_seq = outbox_sequences.last_seq + 1
+RETURNING last_seq";
+
+const INSERT: &str =
+    "INSERT INTO outbox (id, aggregate_type, aggregate_id, seq, event_type, payload, headers)
+VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+const RECORD: &str = "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT (consumer, message_id) DO NOTHING";
+
+macro_rules! backend {
+    ($db:ty) => {
+        impl Backend for $db {
+            async fn enqueue(
+                tx: &mut Transaction<'_, Self>,
+                m: &Message,
+            ) -> Result<i64, sqlx::Error> {
+                let seq: i64 = sqlx::query_scalar(NEXT_SEQ)
+                    .bind(&m.aggregate_type)
+                    .bind(&m.aggregate_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                sqlx::query(INSERT)
+                    .bind(m.id)
+                    .bind(&m.aggregate_type)
+                    .bind(&m.aggregate_id)
+                    .bind(seq)
+                    .bind(&m.event_type)
+                    .bind(Json(&m.payload))
+                    .bind(Json(&m.headers))
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(seq)
+            }
+
+            async fn record_delivery(
+                tx: &mut Transaction<'_, Self>,
+                consumer: &str,
+                message_id: &str,
+            ) -> Result<bool, sqlx::Error> {
+                let r = sqlx::query(RECORD)
+                    .bind(consumer)
+                    .bind(message_id)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+        }
+    };
+}
+
+backend!(Postgres);
+backend!(Sqlite);
+
+/// The producer side: messages written in the same transaction as the
+/// business change, so both commit or neither does.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbox;
+
+impl Outbox {
+    /// Writes `message` in `tx`; returns its place in its aggregate (1, 2, …).
+    ///
+    /// Two transactions writing the same aggregate are serialised (the second
+    /// waits at this call until the first ends), which is what keeps the
+    /// aggregate's order; different aggregates do not wait on each other.
+    pub async fn enqueue<DB: Backend>(
+        tx: &mut Transaction<'_, DB>,
+        message: &Message,
+    ) -> Result<i64, EnqueueError> {
+        message.check()?;
+        Ok(DB::enqueue(tx, message).await?)
+    }
+}
+
+/// What [`Inbox::handle_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled<T> {
+    /// First delivery: the handler ran in the transaction.
+    Applied(T),
+    /// Seen before: the handler did not run.
+    Duplicate,
+}
+
+/// The consumer side: a message's effects applied at most once per consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbox;
+
+impl Inbox {
+    /// Records `(consumer, message_id)` in `tx`; `true` the first time. A
+    /// concurrent transaction recording the same pair waits for this one and
+    /// then gets `false`, so commit this transaction with the handler's effects.
+    pub async fn first_delivery<DB: Backend>(
+        tx: &mut Transaction<'_, DB>,
+        consumer: &str,
+        message_id: &str,
+    ) -> Result<bool, EnqueueError> {
+        Ok(DB::record_delivery(tx, consumer, message_id).await?)
+    }
+
+    /// Runs `handler` in `tx` unless `consumer` has seen `message_id`. The
+    /// caller commits `tx`, then acks the broker: a crash before the commit
+    /// redelivers and applies once; after it, the redelivery is a `Duplicate`.
+    pub async fn handle_once<'t, 'c, DB, T, E, F>(
+        tx: &'t mut Transaction<'c, DB>,
+        consumer: &str,
+        message_id: &str,
+        handler: F,
+    ) -> Result<Handled<T>, E>
+    where
+        DB: Backend,
+        E: From<EnqueueError>,
+        F: AsyncFnOnce(&'t mut Transaction<'c, DB>) -> Result<T, E>,
+    {
+        if !Self::first_delivery(tx, consumer, message_id).await? {
+            crate::metrics::INBOX_DUPLICATES
+                .get_or_create(&vec![("consumer", consumer.to_owned())])
+                .inc();
+            return Ok(Handled::Duplicate);
+        }
+        handler(tx).await.map(Handled::Applied)
+    }
+}
+
+/// The outbox id as the broker's message id.
+pub fn message_id(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}

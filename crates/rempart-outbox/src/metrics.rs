@@ -1,0 +1,86 @@
+//! The outbox and inbox metrics, for a prometheus-client registry.
+
+use std::sync::LazyLock;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// `inbox_duplicates_total{consumer}`: one family for the process, since
+/// [`Inbox`](crate::Inbox) is called without a handle; registered by
+/// [`OutboxMetrics::register`].
+pub(crate) static INBOX_DUPLICATES: LazyLock<Family<Labels, Counter>> =
+    LazyLock::new(Family::default);
+
+/// `outbox_pending`, `outbox_oldest_pending_age_seconds` (refreshed by the
+/// relay about once a second), `outbox_published_total{destination}`,
+/// `outbox_publish_errors_total{destination}`, `outbox_relay_lag_seconds`
+/// (from the row's `created_at` to the broker's ack: the insert stands in
+/// for the commit, which the database does not record), and
+/// `inbox_duplicates_total{consumer}`.
+#[derive(Debug, Clone)]
+pub struct OutboxMetrics {
+    pub(crate) pending: Gauge,
+    pub(crate) oldest_pending_age: Gauge<f64, AtomicU64>,
+    pub(crate) published: Family<Labels, Counter>,
+    pub(crate) errors: Family<Labels, Counter>,
+    pub(crate) lag: Histogram,
+}
+
+impl Default for OutboxMetrics {
+    fn default() -> Self {
+        OutboxMetrics {
+            pending: Gauge::default(),
+            oldest_pending_age: Gauge::default(),
+            published: Family::default(),
+            errors: Family::default(),
+            // 1 ms to about 65 s.
+            lag: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+        }
+    }
+}
+
+impl OutboxMetrics {
+    /// Adds the metrics to `registry` (handles share their values).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "outbox_pending",
+            "Outbox rows waiting to be published",
+            self.pending.clone(),
+        );
+        registry.register(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest pending outbox row",
+            self.oldest_pending_age.clone(),
+        );
+        registry.register(
+            "outbox_published",
+            "Messages the broker acknowledged",
+            self.published.clone(),
+        );
+        registry.register(
+            "outbox_publish_errors",
+            "Publishes that failed (retried or dead-lettered)",
+            self.errors.clone(),
+        );
+        registry.register(
+            "outbox_relay_lag_seconds",
+            "From the outbox row's creation to the broker's ack",
+            self.lag.clone(),
+        );
+        registry.register(
+            "inbox_duplicates",
+            "Deliveries the inbox had already seen",
+            INBOX_DUPLICATES.clone(),
+        );
+    }
+
+    pub(crate) fn of(destination: &str) -> Labels {
+        vec![("destination", destination.to_owned())]
+    }
+}

@@ -1,0 +1,398 @@
+//! The relay: claim a batch, publish it, record the outcomes; wake on
+//! `LISTEN/NOTIFY` (PostgreSQL) or the poll interval.
+//!
+//! On PostgreSQL a cycle is ONE transaction: the claim locks the heads of
+//! the aggregates it takes (`SKIP LOCKED`), the publishes run while it is
+//! open, and the outcomes are written and committed in it. Several relays
+//! share the table; a relay that dies mid-cycle leaves nothing behind (its
+//! transaction rolls back, its locks go) and the rows are published again,
+//! with the same message id. On SQLite a writer transaction would block the
+//! application's writers during the publishes, so a single relay holds a
+//! lease row instead, reads without a lock, and writes the outcomes in a
+//! short transaction checked against its fencing token.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use rempart::CircuitBreaker;
+use rempart::clock::{Clock, UnixClock};
+use rempart::retry::Backoff;
+use rempart::rng::SplitMix64;
+use rempart_db::{DbError, Pool};
+use sqlx::Connection;
+use uuid::Uuid;
+
+use crate::decision::{
+    self, Attempt, CycleReport, FailureKind, PayloadChecks, PublishError, RetryPolicy, RowOutcome,
+};
+use crate::destination::Destination;
+use crate::message::Envelope;
+use crate::metrics::OutboxMetrics;
+use crate::store::{Backlog, OutboxStore, apply_in, claim_in};
+
+/// The PostgreSQL channel the outbox trigger notifies (payload: the schema).
+pub const NOTIFY_CHANNEL: &str = "rempart_outbox";
+
+/// A relay's settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// This relay's name (the SQLite lease's owner); unique per process.
+    pub owner: String,
+    /// Aggregates claimed per cycle.
+    pub aggregates_per_claim: u32,
+    /// Rows of one aggregate per cycle (published one after the other).
+    pub rows_per_aggregate: u32,
+    /// The safety-net poll when no notification comes (SQLite: the only wake-up).
+    pub poll_interval: Duration,
+    /// The deadline of one publish, ack included.
+    pub publish_timeout: Duration,
+    /// How a failed row is retried or dead-lettered.
+    pub retry: RetryPolicy,
+    /// The relay's pause after cycles with transient failures (the n-th in a row).
+    pub backoff: Backoff,
+    /// SQLite: how long the relay lease lasts without renewal.
+    pub lease: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            owner: format!("relay-{}", Uuid::new_v4().simple()),
+            aggregates_per_claim: 256,
+            rows_per_aggregate: 16,
+            poll_interval: Duration::from_millis(500),
+            publish_timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+            backoff: Backoff::Exponential {
+                initial: Duration::from_millis(100),
+                multiplier: 2.0,
+                max: Duration::from_secs(5),
+            },
+            lease: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What stops a relay cycle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The database failed; the cycle's rows stay pending.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// A relay from one outbox table to one destination.
+#[derive(Debug)]
+pub struct Relay<D: Destination> {
+    store: OutboxStore,
+    destination: D,
+    config: RelayConfig,
+    checks: PayloadChecks,
+    clock: Arc<dyn Clock>,
+    breaker: CircuitBreaker,
+    rng: Mutex<SplitMix64>,
+    metrics: OutboxMetrics,
+}
+
+impl<D: Destination> Relay<D> {
+    /// A relay with the wall clock and a circuit breaker around the
+    /// destination (3 failed cycles in a row open it for 5 s).
+    pub fn new(store: OutboxStore, destination: D, config: RelayConfig) -> Self {
+        let breaker = CircuitBreaker::builder()
+            .name(format!("outbox-{}", destination.name()))
+            .failure_threshold(3)
+            .open_timeout(Duration::from_secs(5))
+            .build()
+            .expect("constant breaker settings are valid");
+        Relay {
+            store,
+            destination,
+            config,
+            checks: PayloadChecks::new(),
+            clock: Arc::new(UnixClock::new()),
+            breaker,
+            rng: Mutex::new(SplitMix64::from_entropy()),
+            metrics: OutboxMetrics::default(),
+        }
+    }
+
+    /// Metrics shared with a registry (see [`OutboxMetrics::register`]).
+    pub fn with_metrics(mut self, metrics: OutboxMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Reads the backlog and sets `outbox_pending` and
+    /// `outbox_oldest_pending_age_seconds` (the relay's loop does it about
+    /// once a second).
+    pub async fn refresh_backlog(&self) -> Result<Backlog, RelayError> {
+        let b = self.store.backlog().await?;
+        self.metrics
+            .pending
+            .set(i64::try_from(b.pending).unwrap_or(i64::MAX));
+        self.metrics.oldest_pending_age.set(b.oldest_age_seconds);
+        Ok(b)
+    }
+
+    /// Declared payload shapes: a payload that does not match is dead-lettered.
+    pub fn with_checks(mut self, checks: PayloadChecks) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    /// Another breaker around the destination.
+    pub fn with_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Another clock (its nanoseconds read as time since the Unix epoch,
+    /// shared with every relay on the table).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The destination.
+    pub fn destination(&self) -> &D {
+        &self.destination
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.now().as_nanos() / 1_000_000
+    }
+
+    /// One cycle: claim, publish, record. Publishes nothing while the breaker is open.
+    pub async fn run_once(&self) -> Result<CycleReport, RelayError> {
+        let Ok(permit) = self.breaker.try_acquire() else {
+            return Ok(CycleReport::default());
+        };
+        let report = self.cycle().await;
+        match &report {
+            Ok(r) if r.destination_failing() => permit.failure(),
+            Ok(r) if r.claimed > 0 => permit.success(),
+            _ => permit.ignore(),
+        }
+        report
+    }
+
+    async fn cycle(&self) -> Result<CycleReport, RelayError> {
+        let now = self.now_ms();
+        let (aggs, per) = (
+            self.config.aggregates_per_claim.max(1),
+            self.config.rows_per_aggregate.max(1),
+        );
+        let err = |e| RelayError::Db(self.store.err(e));
+        match self.store.db().pool() {
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(err)?;
+                let rows = claim_in!(&mut *tx, true, now, aggs, per).map_err(err)?;
+                let (report, outcomes) = self.publish(rows, aggs).await;
+                apply_in!(&mut *tx, &outcomes).map_err(err)?;
+                tx.commit().await.map_err(err)?;
+                Ok(report)
+            }
+            Pool::Sqlite(pool) => {
+                let until = now.saturating_add(duration_ms(self.config.lease));
+                let Some(fence) = self.store.lease(&self.config.owner, now, until).await? else {
+                    return Ok(CycleReport::default());
+                };
+                let rows = claim_in!(pool, false, now, aggs, per).map_err(err)?;
+                if rows.is_empty() {
+                    return Ok(CycleReport::default());
+                }
+                let (report, outcomes) = self.publish(rows, aggs).await;
+                let mut conn = pool.acquire().await.map_err(err)?;
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+                let held: Option<i64> = sqlx::query_scalar(
+                    "SELECT fence FROM outbox_relay_lease WHERE name = 'relay' AND owner = $1 AND fence = $2",
+                )
+                .bind(&self.config.owner)
+                .bind(fence)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?;
+                if held.is_none() {
+                    // Another relay took over: it publishes these rows again
+                    // (same message ids); writing here could undo its marks.
+                    tracing::warn!(owner = %self.config.owner, "outbox relay lease lost; outcomes dropped");
+                    return Ok(CycleReport::default());
+                }
+                apply_in!(&mut *tx, &outcomes).map_err(err)?;
+                tx.commit().await.map_err(err)?;
+                Ok(report)
+            }
+        }
+    }
+
+    /// Publishes the claimed rows: one chain per aggregate, chains side by
+    /// side, a chain's rows in order and stopping at its first transient
+    /// failure; then [`decision::settle`] decides what becomes of each row.
+    async fn publish(
+        &self,
+        rows: Vec<Envelope>,
+        aggregates: u32,
+    ) -> (CycleReport, Vec<(Uuid, RowOutcome)>) {
+        let claimed = rows.len();
+        let chains = decision::chains(rows);
+        let full = chains.len() >= aggregates as usize;
+        let results = join_all(chains.into_iter().map(|chain| self.publish_chain(chain))).await;
+        let attempts: Vec<Attempt> = results.into_iter().flatten().collect();
+        let now = self.now_ms();
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut report, outcomes) = decision::settle(attempts, &self.config.retry, now, &mut *rng);
+        report.claimed = claimed;
+        report.full = full;
+        for (id, o) in &outcomes {
+            if let RowOutcome::Dead { error, .. } = o {
+                tracing::warn!(%id, %error, "outbox message dead-lettered");
+            }
+        }
+        (report, outcomes)
+    }
+
+    async fn publish_chain(&self, chain: Vec<Envelope>) -> Vec<Attempt> {
+        let mut out = Vec::with_capacity(chain.len());
+        for row in chain {
+            let result =
+                match decision::admissible(&row, self.destination.max_payload(), &self.checks) {
+                    Err(why) => Err(PublishError::permanent(why)),
+                    Ok(()) => tokio::time::timeout(
+                        self.config.publish_timeout,
+                        self.destination.publish(&row),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(PublishError::transient(format!(
+                            "no ack from {} within {:?}",
+                            self.destination.name(),
+                            self.config.publish_timeout
+                        )))
+                    }),
+                };
+            let labels = OutboxMetrics::of(self.destination.name());
+            if result.is_ok() {
+                self.metrics.published.get_or_create(&labels).inc();
+                let lag_ms = i64::try_from(self.now_ms()).unwrap_or(i64::MAX) - row.created_ms;
+                self.metrics.lag.observe(lag_ms.max(0) as f64 / 1000.0);
+            } else {
+                self.metrics.errors.get_or_create(&labels).inc();
+            }
+            // A transient failure stops the chain: later rows of this
+            // aggregate wait for this one. A dead letter does not.
+            let stop = matches!(&result, Err(e) if e.kind == FailureKind::Transient);
+            out.push(Attempt {
+                id: row.id,
+                attempts: row.attempts,
+                result,
+            });
+            if stop {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Runs cycles until `shutdown` completes: after a full batch at once,
+    /// otherwise at a notification of a commit (PostgreSQL) or the poll
+    /// interval; after failures (database or broker), with backoff.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut listener = self.listen().await;
+        let mut failures: u32 = 0;
+        let mut refreshed_at: u64 = 0;
+        loop {
+            let now = self.now_ms();
+            if now.saturating_sub(refreshed_at) >= 1000 {
+                refreshed_at = now;
+                if let Err(e) = self.refresh_backlog().await {
+                    tracing::debug!(error = %e, "outbox relay: backlog not read");
+                }
+            }
+            let report = match self.run_once().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay cycle failed; rows stay pending");
+                    CycleReport {
+                        retried: 1,
+                        ..CycleReport::default()
+                    }
+                }
+            };
+            failures = if report.destination_failing() {
+                failures.saturating_add(1)
+            } else {
+                0
+            };
+            let wait = decision::next_wait(
+                &report,
+                failures,
+                self.config.poll_interval,
+                &self.config.backoff,
+            );
+            if wait.is_zero() {
+                continue;
+            }
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = &mut sleep => break,
+                    woke = next_notification(&mut listener), if failures == 0 => {
+                        if woke { break; }
+                    }
+                }
+            }
+        }
+    }
+
+    /// PostgreSQL: a listener on [`NOTIFY_CHANNEL`] and this schema's name.
+    async fn listen(&self) -> Option<(sqlx::postgres::PgListener, String)> {
+        let Pool::Postgres(pool) = self.store.db().pool() else {
+            return None;
+        };
+        let setup = async {
+            let schema: String = sqlx::query_scalar("SELECT current_schema()")
+                .fetch_one(pool)
+                .await?;
+            let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+            l.listen(NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>((l, schema))
+        };
+        match tokio::time::timeout(Duration::from_secs(5), setup).await {
+            Ok(Ok(l)) => Some(l),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "outbox relay: LISTEN failed; polling only");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("outbox relay: LISTEN timed out; polling only");
+                None
+            }
+        }
+    }
+}
+
+/// Waits for the next notification: `true` for this schema's outbox.
+/// Without a listener (SQLite, or LISTEN failed) it never completes.
+async fn next_notification(listener: &mut Option<(sqlx::postgres::PgListener, String)>) -> bool {
+    match listener {
+        None => std::future::pending().await,
+        Some((l, schema)) => match l.recv().await {
+            Ok(n) => n.payload() == schema.as_str(),
+            Err(e) => {
+                // The listener reconnects on its next call; until then the poll covers.
+                tracing::debug!(error = %e, "outbox relay: notification stream broke");
+                std::future::pending().await
+            }
+        },
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,112 @@
+//! The outbox and inbox components' embedded migrations.
+//!
+//! The seed's `outbox` columns stay (`id`, `aggregate_id`, `event_type`,
+//! `payload`, `created_at`, `published_at`; `aggregate_id` is text so any
+//! key fits, a UUID included). Added:
+//! - `aggregate_type`, `headers`;
+//! - `seq`, the message's place in its aggregate, taken from
+//!   `outbox_sequences` whose row lock serialises writers of one aggregate,
+//!   so `seq` order is commit order and has no gaps (a rollback undoes its bump);
+//! - `state` (`pending`, `published`, `dead`), `attempts`, `next_attempt_at`
+//!   (ms since the Unix epoch) and `last_error`, for retries and dead letters;
+//! - `outbox_relay_lease`: the one relay allowed to run on SQLite;
+//! - `outbox_pending_age`, so a claim reads the oldest pending rows first
+//!   and stops at its limit instead of sorting the whole backlog;
+//! - on PostgreSQL, a statement trigger that notifies `rempart_outbox` with
+//!   the schema's name, so relays wake at commit instead of at their next poll.
+
+use rempart_db::{Component, Migration};
+
+/// The outbox tables, with each backend's types for the id, JSON and
+/// timestamps: one text, so the two schemas cannot drift apart.
+macro_rules! outbox_tables {
+    ($id:literal, $json:literal, $ts:literal, $now:literal) => {
+        concat!(
+            "
+CREATE TABLE outbox (
+  id              ", $id, " PRIMARY KEY,
+  aggregate_type  VARCHAR(200) NOT NULL,
+  aggregate_id    VARCHAR(200) NOT NULL,
+  seq             BIGINT NOT NULL,
+  event_type      VARCHAR(200) NOT NULL,
+  payload         ", $json, " NOT NULL,
+  headers         ", $json, " NOT NULL DEFAULT '{}',
+  created_at      ", $ts, " NOT NULL DEFAULT ", $now, ",
+  published_at    ", $ts, ",
+  state           VARCHAR(20) NOT NULL DEFAULT 'pending',
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at BIGINT NOT NULL DEFAULT 0,
+  last_error      TEXT,
+  CONSTRAINT outbox_aggregate_seq UNIQUE (aggregate_type, aggregate_id, seq)
+);
+CREATE INDEX outbox_pending ON outbox (aggregate_type, aggregate_id, seq) WHERE state = 'pending';
+CREATE INDEX outbox_pending_age ON outbox (created_at) WHERE state = 'pending';
+CREATE INDEX outbox_published ON outbox (published_at) WHERE state = 'published';
+CREATE TABLE outbox_sequences (
+  aggregate_type VARCHAR(200) NOT NULL,
+  aggregate_id   VARCHAR(200) NOT NULL,
+  last_seq       BIGINT NOT NULL,
+  PRIMARY KEY (aggregate_type, aggregate_id)
+);
+CREATE TABLE outbox_relay_lease (
+  name       VARCHAR(100) PRIMARY KEY,
+  owner      VARCHAR(200) NOT NULL,
+  expires_at BIGINT NOT NULL,
+  fence      BIGINT NOT NULL
+);
+"
+        )
+    };
+}
+
+macro_rules! inbox_table {
+    ($ts:literal, $now:literal) => {
+        concat!(
+            "
+CREATE TABLE inbox (
+  consumer    VARCHAR(200) NOT NULL,
+  message_id  VARCHAR(200) NOT NULL,
+  received_at ",
+            $ts,
+            " NOT NULL DEFAULT ",
+            $now,
+            ",
+  PRIMARY KEY (consumer, message_id)
+);
+"
+        )
+    };
+}
+
+/// The outbox schema, as a [`Component`] for [`rempart_db::Db::migrate`].
+pub const OUTBOX_SCHEMA: Component = Component {
+    name: "outbox",
+    migrations: &[Migration {
+        version: 1,
+        name: "outbox, sequences and relay lease",
+        sqlite: outbox_tables!("BLOB", "TEXT", "TIMESTAMP", "CURRENT_TIMESTAMP"),
+        postgres: concat!(
+            outbox_tables!("UUID", "JSONB", "TIMESTAMPTZ", "NOW()"),
+            "
+CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('rempart_outbox', TG_TABLE_SCHEMA);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+  FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+"
+        ),
+    }],
+};
+
+/// The inbox schema: a consumer's database migrates this one only.
+pub const INBOX_SCHEMA: Component = Component {
+    name: "inbox",
+    migrations: &[Migration {
+        version: 1,
+        name: "inbox",
+        sqlite: inbox_table!("TIMESTAMP", "CURRENT_TIMESTAMP"),
+        postgres: inbox_table!("TIMESTAMPTZ", "NOW()"),
+    }],
+};
