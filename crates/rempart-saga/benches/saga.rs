@@ -3,7 +3,8 @@
 //! - durare (DBOS-compatible durable execution: a workflow of 3 checkpointed
 //!   no-op steps) on the same pool settings and the same durability;
 //! - the store's raw rate of single-row commits (the physical limit for a
-//!   design that commits at each transition);
+//!   design that commits at each transition), and of transactions shaped like
+//!   the engine's (three single-row writes each);
 //! - the commits each design makes per saga, counted at the database: on
 //!   SQLite by a commit hook on every pooled connection (commits that changed
 //!   a row; an empty commit writes nothing to the WAL), on PostgreSQL by the
@@ -31,7 +32,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 const IN_FLIGHT: usize = 64;
-/// Both designs get pools of this size (rempart-db's bench setting).
+/// Both designs get pools of this size (rempart-db's bench setting), except
+/// in the `sqlite_normal_1conn` control, where SQLite's one writer waits in
+/// the pool's queue instead of SQLite's busy handler (which sleeps 1, 2, 5 ms…).
 const POOL_SIZE: u32 = 16;
 /// Sagas run, outside the timed runs, to count commits per saga.
 const COUNTED: u64 = 256;
@@ -64,6 +67,7 @@ async fn durare_noop(ctx: DurableContext, n: u64) -> durare::Result<u64> {
 async fn sqlite_pool(
     path: &std::path::Path,
     sync: SqliteSynchronous,
+    size: u32,
     commits: Arc<AtomicU64>,
 ) -> sqlx::SqlitePool {
     let connect = SqliteConnectOptions::new()
@@ -74,7 +78,7 @@ async fn sqlite_pool(
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true);
     SqlitePoolOptions::new()
-        .max_connections(POOL_SIZE)
+        .max_connections(size)
         .after_connect(move |conn, _| {
             let commits = commits.clone();
             Box::pin(async move {
@@ -173,12 +177,12 @@ async fn durare_engine(provider: Arc<dyn durare::StateProvider>) -> Arc<DurableE
     Arc::new(builder.build().await.unwrap())
 }
 
-async fn sqlite(sync: SqliteSynchronous) -> Backend {
+async fn sqlite(sync: SqliteSynchronous, size: u32) -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let (ours_n, durare_n) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let ours_path = dir.path().join("rempart.db");
-    let ours = sqlite_pool(&ours_path, sync, ours_n.clone()).await;
-    let theirs = sqlite_pool(&dir.path().join("durare.db"), sync, durare_n.clone()).await;
+    let ours = sqlite_pool(&ours_path, sync, size, ours_n.clone()).await;
+    let theirs = sqlite_pool(&dir.path().join("durare.db"), sync, size, durare_n.clone()).await;
     let ours = Db::from_pool(
         Pool::Sqlite(ours),
         &format!("sqlite://{}", ours_path.display()),
@@ -225,11 +229,17 @@ fn bench(c: &mut Criterion) {
     // Every sample runs many sagas; equal-sized samples keep ramp-up and
     // drain (the first and last 64) a small, constant share of each.
     group.sampling_mode(SamplingMode::Flat);
-    for name in ["sqlite_normal", "sqlite_full", "postgres"] {
+    for name in [
+        "sqlite_normal",
+        "sqlite_full",
+        "postgres",
+        "sqlite_normal_1conn",
+    ] {
         let b = rt.block_on(async {
             match name {
-                "sqlite_normal" => sqlite(SqliteSynchronous::Normal).await,
-                "sqlite_full" => sqlite(SqliteSynchronous::Full).await,
+                "sqlite_normal" => sqlite(SqliteSynchronous::Normal, POOL_SIZE).await,
+                "sqlite_full" => sqlite(SqliteSynchronous::Full, POOL_SIZE).await,
+                "sqlite_normal_1conn" => sqlite(SqliteSynchronous::Normal, 1).await,
                 _ => postgres().await,
             }
         });
@@ -299,6 +309,30 @@ fn bench(c: &mut Criterion) {
                     async move {
                         with_pool!(db, p => sqlx::query("INSERT INTO raw_commits (id, v) VALUES ($1, 'x')")
                             .bind(id).execute(p).await.map(|_| ()))
+                        .unwrap()
+                    }
+                })
+            })
+        });
+        // The engine's transaction shape without the engine: BEGIN, three
+        // single-row writes, COMMIT (a `save` is BEGIN, UPDATE, two upserts,
+        // COMMIT). Its rate ÷ 4 is the ceiling for 4 such commits per saga.
+        group.bench_function(format!("{name}/raw_3_write_transactions"), |bencher| {
+            bencher.to_async(&rt).iter_custom(|iters| {
+                in_flight(iters, |_| {
+                    let db = db.clone();
+                    let id = next.fetch_add(3, Ordering::Relaxed);
+                    async move {
+                        with_pool!(db, p => async {
+                            let mut tx = p.begin().await?;
+                            for k in id..id + 3 {
+                                sqlx::query("INSERT INTO raw_commits (id, v) VALUES ($1, 'x')")
+                                    .bind(k)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                            tx.commit().await
+                        }.await)
                         .unwrap()
                     }
                 })
