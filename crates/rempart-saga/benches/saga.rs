@@ -11,7 +11,7 @@
 //!   transaction ids consumed (only a writing transaction takes one).
 //!
 //! Run on a quiet machine (see BENCHMARKS.md for the command and figures):
-//! `cargo bench -p rempart-saga --bench saga -- --sample-size 10 --measurement-time 20`.
+//! `cargo bench -p rempart-saga --bench saga -- --sample-size 10 --warm-up-time 3 --measurement-time 20`.
 //! Needs PostgreSQL on 127.0.0.1:5432 (database `test`); each run uses new schemas.
 
 // A bench measures wall time on purpose.
