@@ -148,6 +148,15 @@ impl Db {
         Err(DbError::UnknownScheme { url: redact(url) })
     }
 
+    /// Wraps a pool the caller built (for settings [`OpenOptions`] does not
+    /// cover, e.g. a per-connection hook); `url` names it in error messages.
+    pub fn from_pool(pool: Pool, url: &str) -> Db {
+        Db {
+            pool,
+            url: redact(url),
+        }
+    }
+
     /// Which backend: `"sqlite"` or `"postgres"`.
     pub fn backend(&self) -> &'static str {
         match self.pool {
