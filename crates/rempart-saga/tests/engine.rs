@@ -325,7 +325,16 @@ async fn a_crashed_engine_is_resumed_from_the_step_records_not_from_step_one(bac
     let record_id = {
         let a2 = a.clone();
         let task = tokio::spawn(async move { a2.run("create_order", order()).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Killed while its first call is in flight (not after a fixed time,
+        // which a loaded machine may not reach the call within).
+        let in_flight = async {
+            while world.active.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), in_flight)
+            .await
+            .expect("engine A never reached its first call");
         task.abort();
         let _ = task.await;
         engine_list_one(&store).await
