@@ -1,0 +1,4 @@
+//! Offline-first event store (seed 001 case 3): each cash register keeps its
+//! ticket events in a local SQLite store, tagged with vector clocks and
+//! hash-chained for NF 525, and syncs them to a central store.
+#![deny(missing_docs)]
