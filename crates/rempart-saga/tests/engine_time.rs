@@ -115,5 +115,5 @@ async fn a_saga_past_its_deadline_stops_retrying_and_compensates(backend: &str) 
 
 fn clock_ms(clock: &ManualClock) -> u64 {
     use rempart::clock::Clock;
-    u64::try_from(clock.now().as_nanos() / 1_000_000).unwrap()
+    clock.now().as_nanos() / 1_000_000
 }
