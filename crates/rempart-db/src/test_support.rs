@@ -7,7 +7,9 @@ use crate::{Db, DbError};
 /// The PostgreSQL the tests use: the real server on this machine.
 pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// A test's own database; the SQLite directory is removed on drop.
+/// A test's own database; on drop the SQLite directory is removed and the
+/// PostgreSQL schema dropped (set `REMPART_KEEP_TEST_SCHEMAS=1` to keep it
+/// for a look after a failure).
 #[derive(Debug)]
 pub struct TestDb {
     /// The open pool.
@@ -15,6 +17,43 @@ pub struct TestDb {
     /// A URL that opens the same database (another process can use it).
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    schema: Option<String>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        if std::env::var_os("REMPART_KEEP_TEST_SCHEMAS").is_some() {
+            return;
+        }
+        // Drop runs inside the test's runtime, which cannot be blocked on:
+        // the schema is dropped from a thread of its own, with a lock
+        // timeout so a connection still in a transaction cannot hang it.
+        let dropped = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok(admin) = Db::open(POSTGRES_URL).await else {
+                    return;
+                };
+                crate::with_pool!(admin, pool => {
+                    let _ = sqlx::raw_sql(&format!(
+                        "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    ))
+                    .execute(pool)
+                    .await;
+                });
+                admin.close().await;
+            });
+        });
+        let _ = dropped.join();
+    }
 }
 
 impl TestDb {
@@ -27,6 +66,7 @@ impl TestDb {
             db,
             url,
             _dir: Some(dir),
+            schema: None,
         })
     }
 
@@ -47,6 +87,7 @@ impl TestDb {
             db,
             url,
             _dir: None,
+            schema: Some(schema),
         })
     }
 
