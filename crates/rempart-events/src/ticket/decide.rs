@@ -336,13 +336,11 @@ fn close(
     if paid != total {
         return Err(Refusal::NotFullyPaid { paid, total });
     }
-    Ok(TicketEvent::Closed(TicketClosed {
-        total,
-        vat,
-        ticket_number: ticket_number.to_owned(),
-        breakdown: totals.breakdown,
-        training: state.training,
-    }))
+    Ok(TicketEvent::Closed(TicketClosed::from_totals(
+        totals,
+        ticket_number,
+        state.training,
+    )?))
 }
 
 /// Refuse a change that leaves the total under what is already paid: the

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::meta::{CashierId, RegisterId, TicketId};
-use crate::money::{Cents, Discount, VatBreakdown, VatRate};
+use crate::money::{Cents, Discount, MoneyError, TicketTotals, VatBreakdown, VatRate};
 
 /// Something that happened to a ticket. Never edited: a correction is a new
 /// event (an [`ArticleRemoved`] undoes an [`ArticleAdded`]).
@@ -179,4 +179,22 @@ pub struct TicketClosed {
     /// Copied from the opening: a training ticket stays out of fiscal totals.
     #[serde(rename = "modeFormation")]
     pub training: bool,
+}
+
+impl TicketClosed {
+    /// The close of a ticket with these totals (the figures come from the
+    /// totals, never from the register's display).
+    pub fn from_totals(
+        totals: TicketTotals,
+        ticket_number: impl Into<String>,
+        training: bool,
+    ) -> Result<Self, MoneyError> {
+        Ok(TicketClosed {
+            total: totals.ttc(),
+            vat: totals.tva()?,
+            ticket_number: ticket_number.into(),
+            breakdown: totals.breakdown,
+            training,
+        })
+    }
 }
