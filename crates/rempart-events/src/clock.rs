@@ -334,11 +334,17 @@ pub struct Delivered<T> {
 /// // A copy sent again is dropped.
 /// assert!(buffer.offer(a, first, "first").unwrap().is_empty());
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CausalBuffer<T> {
     delivered: VectorClock,
     waiting: BTreeMap<RegisterNo, BTreeMap<u64, (VectorClock, T)>>,
     waiting_len: usize,
+}
+
+impl<T> Default for CausalBuffer<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<T> CausalBuffer<T> {
@@ -370,13 +376,25 @@ impl<T> CausalBuffer<T> {
         self.waiting_len
     }
 
-    /// Per register with waiting events, the first event number it waits
-    /// for (the gap to ask the sender for).
+    /// What the waiting events still need, as (register, first event
+    /// number not delivered): the gaps to ask the senders for. Sorted, one
+    /// entry per register.
     pub fn missing(&self) -> Vec<(RegisterNo, u64)> {
-        self.waiting
-            .keys()
-            .map(|r| (*r, self.delivered.get(*r) + 1))
-            .collect()
+        let mut needs: BTreeMap<RegisterNo, u64> = BTreeMap::new();
+        for (origin, queue) in &self.waiting {
+            let Some((number, (clock, _))) = queue.first_key_value() else {
+                continue;
+            };
+            let own_gap = *number > self.delivered.get(*origin) + 1;
+            let deps = clock
+                .entries()
+                .filter(|(r, c)| r != origin && *c > self.delivered.get(*r))
+                .map(|(r, _)| r);
+            for r in deps.chain(own_gap.then_some(*origin)) {
+                needs.insert(r, self.delivered.get(r) + 1);
+            }
+        }
+        needs.into_iter().collect()
     }
 
     /// Offer an event recorded by `origin` with `clock`; returns the events

@@ -113,6 +113,8 @@ pub fn total_order<E>(mut events: Vec<StreamEvent<E>>) -> Vec<StreamEvent<E>> {
 }
 
 /// Every pair of concurrent events among `ordered` (in total order).
+/// Quadratic in the stream's length: meant for ticket streams (tens of
+/// events), not for a store's whole log.
 pub fn conflicts<E>(ordered: &[StreamEvent<E>]) -> Vec<Conflict> {
     let mut found = Vec::new();
     for (i, a) in ordered.iter().enumerate() {

@@ -218,12 +218,16 @@ fn an_event_waits_for_what_it_depends_on() {
     assert!(buffer.offer(b, b2.clone(), "b2").unwrap().is_empty());
     assert!(buffer.offer(b, b1.clone(), "b1").unwrap().is_empty());
     assert_eq!(buffer.waiting(), 2);
-    assert_eq!(buffer.missing(), vec![(b, 1)]);
+    // b1 is there but waits for a1: a's first event is what is missing.
+    assert_eq!(buffer.missing(), vec![(a, 1)]);
     let out = buffer.offer(a, a1, "a1").unwrap();
     let items: Vec<_> = out.iter().map(|d| d.item).collect();
     assert_eq!(items, ["a1", "b1", "b2"]);
     assert_eq!(buffer.delivered(), &b2);
     // After a restart, the store's delivered clock says what is in.
+    let mut gap = CausalBuffer::new();
+    gap.offer(a, clock_of(&[(1, 3)]), "a3").unwrap();
+    assert_eq!(gap.missing(), vec![(a, 1)]);
     let mut resumed = CausalBuffer::resume_from(b2.clone());
     assert!(resumed.offer(b, b1, "b1 again").unwrap().is_empty());
     assert!(matches!(

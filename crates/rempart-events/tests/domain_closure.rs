@@ -179,3 +179,45 @@ proptest! {
         prop_assert_eq!(t.ht.get() + t.tva.get(), t.ttc.get());
     }
 }
+
+#[test]
+fn a_closure_reads_back_as_it_was_written() {
+    let m = meta(day(2));
+    let e = closed(
+        &[(VatRate::NORMAL, 10_00), (VatRate::REDUCED, 3_00)],
+        500,
+        false,
+    );
+    let c = close_day(day(2), Cents::new(42), [(&m, &e)]).unwrap();
+    let json = serde_json::to_value(&c).unwrap();
+    assert_eq!(json["periode"], "JOUR");
+    assert_eq!(json["date"], "2026-11-02");
+    assert_eq!(json["grandTotalPerpetuel"], c.grand_total.get());
+    let back: rempart_events::closure::Closure = serde_json::from_value(json).unwrap();
+    assert_eq!(back, c);
+    let meta_json = serde_json::to_value(&m).unwrap();
+    assert_eq!(meta_json["magasinId"], "magasin-lyon-3");
+    assert_eq!(serde_json::from_value::<TicketMeta>(meta_json).unwrap(), m);
+}
+
+#[test]
+fn business_dates_are_real_days() {
+    for good in ["2024-02-29", "2000-02-29", "2026-12-31", "0001-01-01"] {
+        assert_eq!(good.parse::<BusinessDate>().unwrap().to_string(), good);
+    }
+    for bad in [
+        "1900-02-29",
+        "2026-02-29",
+        "2026-04-31",
+        "2026-13-01",
+        "2026-00-10",
+        "2026-1-01",
+        "26-11-01",
+        "2026/11/01",
+        "+026-11-01",
+        "",
+    ] {
+        let err = bad.parse::<BusinessDate>().unwrap_err();
+        assert!(err.to_string().contains("YYYY-MM-DD"), "{bad}: {err}");
+    }
+}
