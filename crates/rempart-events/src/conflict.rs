@@ -13,7 +13,7 @@
 //!   register's own counter. Every node computes the same order whatever
 //!   the arrival order;
 //! - the domain hook [`resolve`] takes the first *decisive* event in that
-//!   order (for a ticket: its close, [`resolve_ticket`]). What is in its
+//!   order (for a ticket: its close or cancel, [`resolve_ticket`]). What is in its
 //!   causal past stands; every other event (the losing close, the other
 //!   register's actions made without knowing of the close) becomes a
 //!   [`Correction`] flagged for review, not a change to the closed ticket.
@@ -176,10 +176,13 @@ pub fn resolve<E>(events: Vec<StreamEvent<E>>, decisive: impl Fn(&E) -> bool) ->
     }
 }
 
-/// The ticket rule: the first close wins; what the other register did
-/// without knowing of it is flagged for review.
+/// The ticket rule: the first close (or cancel: either ends the ticket)
+/// wins; what the other register did without knowing of it is flagged for
+/// review.
 pub fn resolve_ticket(events: Vec<StreamEvent<TicketEvent>>) -> Resolution<TicketEvent> {
-    resolve(events, |e| matches!(e, TicketEvent::Closed(_)))
+    resolve(events, |e| {
+        matches!(e, TicketEvent::Closed(_) | TicketEvent::Cancelled(_))
+    })
 }
 
 impl Resolution<TicketEvent> {

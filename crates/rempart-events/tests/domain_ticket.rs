@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 use rempart_events::money::{Cents, Discount, VatRate};
 use rempart_events::ticket::{
-    ArticleAdded, ArticleRemoved, PaymentMode, Refusal, Ticket, TicketCommand, TicketEvent,
-    TicketStatus, apply, decide,
+    ArticleAdded, ArticleRemoved, PaymentMode, Refusal, RegisterId, Ticket, TicketCommand,
+    TicketEvent, TicketStatus, apply, decide, decide_at,
 };
 
 fn open(training: bool) -> TicketCommand {
@@ -121,6 +121,68 @@ fn every_event_kind_is_applied() {
     );
     // Replaying the log rebuilds the same ticket.
     assert_eq!(Ticket::replay(&log), ticket);
+}
+
+#[test]
+fn a_cancelled_ticket_is_kept_and_takes_nothing_more() {
+    let (ticket, log) = run(&[
+        open(false),
+        article("A", 1, 5_00, VatRate::NORMAL),
+        TicketCommand::Cancel {
+            reason: "client parti".into(),
+        },
+    ]);
+    assert_eq!(log.last().unwrap().kind(), "TICKET_ANNULE");
+    assert_eq!(ticket.status, TicketStatus::Cancelled);
+    assert_eq!(ticket.closed, None);
+    assert_eq!(decide(&ticket, &pay(5_00)), Err(Refusal::Cancelled));
+    assert_eq!(decide(&ticket, &close(5_00, 83)), Err(Refusal::Cancelled));
+    // Once something is paid, a cancel is refused: the payment is a fact.
+    let (paid, _) = run(&[
+        open(false),
+        article("A", 1, 5_00, VatRate::NORMAL),
+        pay(2_00),
+    ]);
+    assert_eq!(
+        decide(&paid, &TicketCommand::Cancel { reason: "x".into() }),
+        Err(Refusal::CancelAfterPayment {
+            paid: Cents::new(2_00)
+        })
+    );
+}
+
+#[test]
+fn an_open_ticket_takes_commands_only_from_the_register_holding_it() {
+    let (ticket, _) = run(&[open(false), article("A", 1, 5_00, VatRate::NORMAL)]);
+    let (here, there) = (RegisterId::from("caisse-01"), RegisterId::from("caisse-02"));
+    assert!(decide_at(&ticket, &here, &pay(5_00)).is_ok());
+    assert_eq!(
+        decide_at(&ticket, &there, &pay(5_00)),
+        Err(Refusal::HeldElsewhere {
+            holder: here.clone(),
+            register: there.clone(),
+        })
+    );
+    // Parked, it can be taken up anywhere; then the other register holds it.
+    let suspend = TicketCommand::Suspend {
+        register_id: here.clone(),
+    };
+    let ticket = apply(
+        ticket.clone(),
+        &decide_at(&ticket, &here, &suspend).unwrap()[0],
+    );
+    let resume = TicketCommand::Resume {
+        register_id: there.clone(),
+    };
+    let ticket = apply(
+        ticket.clone(),
+        &decide_at(&ticket, &there, &resume).unwrap()[0],
+    );
+    assert!(decide_at(&ticket, &there, &pay(5_00)).is_ok());
+    assert!(matches!(
+        decide_at(&ticket, &here, &pay(5_00)),
+        Err(Refusal::HeldElsewhere { .. })
+    ));
 }
 
 #[test]

@@ -6,8 +6,8 @@
 //! close carries the register's figures only so they can be checked.
 
 use super::event::{
-    ArticleAdded, ArticleRemoved, DiscountApplied, PaymentMode, PaymentReceived, TicketClosed,
-    TicketEvent, TicketOpened, TicketResumed, TicketSuspended,
+    ArticleAdded, ArticleRemoved, DiscountApplied, PaymentMode, PaymentReceived, TicketCancelled,
+    TicketClosed, TicketEvent, TicketOpened, TicketResumed, TicketSuspended,
 };
 use super::meta::{CashierId, RegisterId, TicketId};
 use super::state::{Ticket, TicketStatus, apply};
@@ -55,6 +55,11 @@ pub enum TicketCommand {
         /// The register taking it up.
         register_id: RegisterId,
     },
+    /// Abandon the ticket before payment.
+    Cancel {
+        /// Why.
+        reason: String,
+    },
     /// Close the ticket, with the figures the register shows.
     Close {
         /// The TTC total the register computed.
@@ -78,6 +83,25 @@ pub enum Refusal {
     /// Anything on a closed ticket.
     #[error("ticket is closed: a correction is a new ticket, the closed one stays as it is")]
     Closed,
+    /// Anything on a cancelled ticket.
+    #[error("ticket is cancelled: open a new ticket")]
+    Cancelled,
+    /// A cancel once something is paid.
+    #[error("cannot cancel a ticket with {paid} € paid: refund the payments first, or close it")]
+    CancelAfterPayment {
+        /// What is paid.
+        paid: Cents,
+    },
+    /// A command from a register that does not hold the ticket.
+    #[error(
+        "ticket is held by register {holder}, not {register}: suspend it there and resume it here"
+    )]
+    HeldElsewhere {
+        /// The register that holds it.
+        holder: RegisterId,
+        /// The register the command came from.
+        register: RegisterId,
+    },
     /// Anything but resume on a parked ticket.
     #[error("ticket is suspended: resume it on a register first")]
     Suspended,
@@ -214,6 +238,7 @@ pub fn decide(state: &Ticket, command: &TicketCommand) -> Result<Vec<TicketEvent
     match state.status {
         TicketStatus::NotOpened => return Err(Refusal::NotOpened),
         TicketStatus::Closed => return Err(Refusal::Closed),
+        TicketStatus::Cancelled => return Err(Refusal::Cancelled),
         TicketStatus::Suspended if !matches!(command, TicketCommand::Resume { .. }) => {
             return Err(Refusal::Suspended);
         }
@@ -301,6 +326,15 @@ pub fn decide(state: &Ticket, command: &TicketCommand) -> Result<Vec<TicketEvent
         TicketCommand::Resume { register_id } => TicketEvent::Resumed(TicketResumed {
             register_id: register_id.clone(),
         }),
+        TicketCommand::Cancel { reason } => {
+            let paid = state.paid()?;
+            if paid != Cents::ZERO {
+                return Err(Refusal::CancelAfterPayment { paid });
+            }
+            TicketEvent::Cancelled(TicketCancelled {
+                reason: reason.clone(),
+            })
+        }
         TicketCommand::Close {
             expected_total,
             expected_vat,
@@ -308,6 +342,27 @@ pub fn decide(state: &Ticket, command: &TicketCommand) -> Result<Vec<TicketEvent
         } => close(state, *expected_total, *expected_vat, ticket_number)?,
     };
     Ok(vec![event])
+}
+
+/// [`decide`] for a command made on `register`: an open ticket takes
+/// commands only from the register that holds it (opened or last resumed
+/// it), so two registers never ring up the same open ticket at once; a
+/// suspended one can be resumed anywhere.
+pub fn decide_at(
+    state: &Ticket,
+    register: &RegisterId,
+    command: &TicketCommand,
+) -> Result<Vec<TicketEvent>, Refusal> {
+    if state.status == TicketStatus::Open
+        && let Some(holder) = &state.register
+        && holder != register
+    {
+        return Err(Refusal::HeldElsewhere {
+            holder: holder.clone(),
+            register: register.clone(),
+        });
+    }
+    decide(state, command)
 }
 
 fn close(

@@ -1,5 +1,6 @@
 //! The ticket's events: the seed's six, plus suspend and resume for a
-//! ticket parked on one register and taken up on another.
+//! ticket parked on one register and taken up on another, and cancel (the
+//! seed's state has an `ANNULE` status but no event leading to it).
 //!
 //! On the wire they keep the seed's names (`TICKET_OUVERT`, …, `payload`);
 //! amounts are cents, rates basis points. Changes from the seed, on purpose:
@@ -41,6 +42,9 @@ pub enum TicketEvent {
     /// The ticket was closed, fully paid.
     #[serde(rename = "TICKET_CLOS")]
     Closed(TicketClosed),
+    /// The ticket was abandoned before it was paid: kept, never counted.
+    #[serde(rename = "TICKET_ANNULE")]
+    Cancelled(TicketCancelled),
 }
 
 impl TicketEvent {
@@ -55,6 +59,7 @@ impl TicketEvent {
             TicketEvent::Suspended(_) => "TICKET_SUSPENDU",
             TicketEvent::Resumed(_) => "TICKET_REPRIS",
             TicketEvent::Closed(_) => "TICKET_CLOS",
+            TicketEvent::Cancelled(_) => "TICKET_ANNULE",
         }
     }
 }
@@ -158,6 +163,14 @@ pub struct TicketResumed {
     /// The register that took it up.
     #[serde(rename = "caisseId")]
     pub register_id: RegisterId,
+}
+
+/// `TICKET_ANNULE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketCancelled {
+    /// Why (the customer left, a test, …).
+    #[serde(rename = "motif")]
+    pub reason: String,
 }
 
 /// `TICKET_CLOS`. Its figures are the ones computed from the ticket's

@@ -3,6 +3,8 @@
 //!
 //! - [`decide`]`(&state, &command)` validates a command and returns the
 //!   events to record, or a [`Refusal`].
+//! - [`decide_at`] does the same for a command made on a given register,
+//!   refusing it when another register holds the ticket.
 //! - [`apply`]`(state, &event)` folds an event into the state.
 //!
 //! Both are pure. What the seed got wrong and this gets right: a removed
@@ -49,10 +51,10 @@ mod event;
 mod meta;
 mod state;
 
-pub use decide::{Refusal, TicketCommand, decide};
+pub use decide::{Refusal, TicketCommand, decide, decide_at};
 pub use event::{
-    ArticleAdded, ArticleRemoved, DiscountApplied, PaymentMode, PaymentReceived, TicketClosed,
-    TicketEvent, TicketOpened, TicketResumed, TicketSuspended,
+    ArticleAdded, ArticleRemoved, DiscountApplied, PaymentMode, PaymentReceived, TicketCancelled,
+    TicketClosed, TicketEvent, TicketOpened, TicketResumed, TicketSuspended,
 };
 pub use meta::{BusinessDate, CashierId, DateError, RegisterId, StoreId, TicketId, TicketMeta};
 pub use state::{Line, Ticket, TicketStatus, apply};

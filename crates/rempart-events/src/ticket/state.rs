@@ -22,6 +22,8 @@ pub enum TicketStatus {
     Suspended,
     /// Closed: nothing more is accepted.
     Closed,
+    /// Cancelled before payment: nothing more is accepted.
+    Cancelled,
 }
 
 /// One scanned article and how many of it were taken off since.
@@ -159,6 +161,7 @@ pub fn apply(mut state: Ticket, event: &TicketEvent) -> Ticket {
             state.status = TicketStatus::Closed;
             state.closed = Some(e.clone());
         }
+        TicketEvent::Cancelled(_) => state.status = TicketStatus::Cancelled,
     }
     state
 }
