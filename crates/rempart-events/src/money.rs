@@ -438,8 +438,9 @@ pub struct TicketTotals {
 impl TicketTotals {
     /// What is due, TTC (`gross − discount`).
     pub fn ttc(&self) -> Cents {
-        // gross ≥ discount ≥ 0 by construction in `ticket_totals`.
-        Cents(self.gross.0 - self.discount.0)
+        // gross ≥ discount ≥ 0 when built by `ticket_totals`; saturating
+        // keeps hand-built figures from panicking.
+        Cents(self.gross.0.saturating_sub(self.discount.0))
     }
 
     /// The VAT over all rates.

@@ -119,8 +119,17 @@ fn every_event_kind_is_applied() {
         closed.breakdown.get(VatRate::REDUCED).unwrap().ttc,
         Cents::new(9_00)
     );
-    // Replaying the log rebuilds the same ticket.
+    // Replaying the log rebuilds the same ticket, also after a JSON round trip.
     assert_eq!(Ticket::replay(&log), ticket);
+    let json = serde_json::to_string(&log).unwrap();
+    assert!(
+        json.contains(
+            r#""type":"REMISE_APPLIQUEE","payload":{"type":"POURCENTAGE","pointsDeBase":1000"#
+        ),
+        "{json}"
+    );
+    let back: Vec<TicketEvent> = serde_json::from_str(&json).unwrap();
+    assert_eq!(Ticket::replay(&back), ticket);
 }
 
 #[test]
