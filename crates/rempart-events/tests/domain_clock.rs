@@ -235,3 +235,32 @@ fn an_event_waits_for_what_it_depends_on() {
         Err(ClockError::NotTicked { register: 1 })
     ));
 }
+
+proptest! {
+    /// One event never arrives: exactly the events that do not depend on it
+    /// are released, and the buffer names what it waits for.
+    #[test]
+    fn a_lost_event_holds_back_exactly_what_depends_on_it(
+        ops in ops(),
+        lost in any::<prop::sample::Index>(),
+    ) {
+        let events = history(&ops);
+        prop_assume!(!events.is_empty());
+        let lost = lost.index(events.len());
+        let (lost_origin, lost_clock) = &events[lost];
+        let mut buffer = CausalBuffer::new();
+        let mut released = HashSet::new();
+        for (i, (origin, clock)) in events.iter().enumerate().rev() {
+            if i != lost {
+                released.extend(buffer.offer(*origin, clock.clone(), i).unwrap().into_iter().map(|d| d.item));
+            }
+        }
+        let expected: HashSet<usize> = (0..events.len())
+            .filter(|i| !lost_clock.le(&events[*i].1))
+            .collect();
+        prop_assert_eq!(&released, &expected);
+        if released.len() + 1 < events.len() {
+            prop_assert!(buffer.missing().contains(&(*lost_origin, lost_clock.get(*lost_origin))));
+        }
+    }
+}

@@ -63,6 +63,26 @@ impl Register {
         );
     }
 
+    /// Open a ticket, ring up one article and park it.
+    fn open_add_park(&mut self, ticket_id: &str, log: &mut Vec<StreamEvent<TicketEvent>>) {
+        self.run(
+            TicketCommand::Open {
+                ticket_id: ticket_id.into(),
+                cashier_id: "c".into(),
+                register_id: self.name.into(),
+                training: false,
+            },
+            log,
+        );
+        self.add("pain", 1_20, log);
+        self.run(
+            TicketCommand::Suspend {
+                register_id: self.name.into(),
+            },
+            log,
+        );
+    }
+
     fn resume_pay_close(&mut self, log: &mut Vec<StreamEvent<TicketEvent>>) {
         self.run(
             TicketCommand::Resume {
@@ -95,22 +115,7 @@ impl Register {
 fn split_ticket() -> Vec<StreamEvent<TicketEvent>> {
     let (mut a, mut b) = (Register::new(A, "caisse-a"), Register::new(B, "caisse-b"));
     let mut shared = Vec::new();
-    a.run(
-        TicketCommand::Open {
-            ticket_id: "T-9".into(),
-            cashier_id: "c".into(),
-            register_id: "caisse-a".into(),
-            training: false,
-        },
-        &mut shared,
-    );
-    a.add("pain", 1_20, &mut shared);
-    a.run(
-        TicketCommand::Suspend {
-            register_id: "caisse-a".into(),
-        },
-        &mut shared,
-    );
+    a.open_add_park("T-9", &mut shared);
     b.receive(&shared);
     let mut log = shared.clone();
     let mut b_log = Vec::new();
@@ -201,25 +206,45 @@ fn equal_weights_are_broken_by_register_number() {
 }
 
 #[test]
+fn a_cancel_ends_the_ticket_like_a_close() {
+    // A parks the ticket; B takes it up and closes it while A, cut off,
+    // cancels it. A's cancel has seen fewer events: it wins, B's sale is
+    // flagged for review.
+    let (mut a, mut b) = (Register::new(A, "caisse-a"), Register::new(B, "caisse-b"));
+    let mut log = Vec::new();
+    a.open_add_park("T-3", &mut log);
+    b.receive(&log);
+    b.resume_pay_close(&mut log);
+    a.run(
+        TicketCommand::Resume {
+            register_id: "caisse-a".into(),
+        },
+        &mut log,
+    );
+    a.run(
+        TicketCommand::Cancel {
+            reason: "client parti".into(),
+        },
+        &mut log,
+    );
+    let r = resolve_ticket(log);
+    assert_eq!(
+        r.decision,
+        Some(EventKey {
+            origin: A,
+            counter: 5
+        })
+    );
+    assert_eq!(r.ticket().status, TicketStatus::Cancelled);
+    assert_eq!(r.for_review.len(), 3);
+    assert!(r.for_review.iter().all(|c| c.event.origin == B));
+}
+
+#[test]
 fn a_single_writer_stream_has_no_conflict() {
     let mut a = Register::new(A, "caisse-a");
     let mut log = Vec::new();
-    a.run(
-        TicketCommand::Open {
-            ticket_id: "T-1".into(),
-            cashier_id: "c".into(),
-            register_id: "caisse-a".into(),
-            training: false,
-        },
-        &mut log,
-    );
-    a.add("pain", 1_20, &mut log);
-    a.run(
-        TicketCommand::Suspend {
-            register_id: "caisse-a".into(),
-        },
-        &mut log,
-    );
+    a.open_add_park("T-1", &mut log);
     a.resume_pay_close(&mut log);
     let n = log.len();
     let r = resolve_ticket(log);
