@@ -356,6 +356,16 @@ fn the_refusals() {
     }
     let new = Ticket::new();
     assert_eq!(decide(&new, &pay(1)), Err(Refusal::NotOpened));
+    // A refusal says what is wrong and what to do, in euros.
+    let message = decide(&open_ticket, &pay(10_01)).unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "payment of 10.01 € is above the 10.00 € left to pay (keep only the amount due; change is not part of it)"
+    );
+    let message = decide(&open_ticket, &remove("B", 1))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(message, "cannot remove 1 × B: the ticket has 0");
 }
 
 #[test]
