@@ -481,8 +481,8 @@ pub fn ticket_totals(
     for d in discounts {
         discount = discount.checked_add(d.amount_on(gross.checked_sub(discount)?)?)?;
     }
-    // Lines are non-negative in practice; a negative gross (a refund ticket)
-    // gets no discount share, so `apportion` only sees 0 ≤ discount ≤ gross.
+    // A discount is at most the positive gross, so `apportion` can always
+    // place it on the rates with a positive total.
     let shares = apportion(discount, &per_rate);
     let mut breakdown = VatBreakdown::new();
     for ((rate, amount), share) in per_rate.iter().zip(shares) {
@@ -495,20 +495,24 @@ pub fn ticket_totals(
     })
 }
 
-/// Share `total` across `parts` pro rata of their amounts: each part gets
-/// the floor of its exact share, then the cents left over go one each to
-/// the largest remainders (ties: the higher rate first, since parts are
-/// ascending by rate). The shares add up to `total` exactly.
+/// Share `total` across `parts` pro rata of their amounts (a negative
+/// part, a rate with more taken back than sold, gets no share): each part
+/// gets the floor of its exact share, then the cents left over go one each
+/// to the largest remainders (ties: the higher rate first, since parts are
+/// ascending by rate). The shares add up to `total` exactly as long as
+/// `total` is at most the sum of the positive parts, which
+/// [`Discount::amount_on`] guarantees.
 fn apportion(total: Cents, parts: &[(VatRate, Cents)]) -> Vec<Cents> {
-    let whole: i128 = parts.iter().map(|(_, a)| i128::from(a.get())).sum();
-    if total.get() <= 0 || whole <= 0 || parts.iter().any(|(_, a)| a.get() < 0) {
+    let weight = |a: &Cents| i128::from(a.get().max(0));
+    let whole: i128 = parts.iter().map(|(_, a)| weight(a)).sum();
+    if total.get() <= 0 || whole == 0 {
         return vec![Cents::ZERO; parts.len()];
     }
     let total = i128::from(total.get()).min(whole);
     let mut shares: Vec<(i128, i128)> = parts
         .iter()
         .map(|(_, a)| {
-            let exact = total * i128::from(a.get());
+            let exact = total * weight(a);
             (exact / whole, exact % whole)
         })
         .collect();

@@ -120,6 +120,27 @@ fn discount_is_shared_across_rates_to_the_cent() {
 }
 
 #[test]
+fn a_discount_skips_a_rate_with_more_taken_back_than_sold() {
+    // A refund line at 5.5 % and a sale at 20 %: 10 % of the 6.00 € due
+    // comes off the 20 % rate only, and the rates still add up to the total.
+    let lines = [
+        (VatRate::REDUCED, Cents::new(-4_00)),
+        (VatRate::NORMAL, Cents::new(10_00)),
+    ];
+    let t = ticket_totals(&lines, &[Discount::Percent { basis_points: 1000 }]).unwrap();
+    assert_eq!(t.discount, Cents::new(60));
+    assert_eq!(
+        t.breakdown.get(VatRate::REDUCED).unwrap().ttc,
+        Cents::new(-4_00)
+    );
+    assert_eq!(
+        t.breakdown.get(VatRate::NORMAL).unwrap().ttc,
+        Cents::new(9_40)
+    );
+    assert_eq!(t.breakdown.total().unwrap().ttc, t.ttc());
+}
+
+#[test]
 fn overflow_is_an_error_not_a_panic() {
     let big = Cents::new(i64::MAX);
     assert!(matches!(
@@ -233,6 +254,10 @@ proptest! {
         if let Ok(t) = ticket_totals(&lines, &discounts) {
             for line in t.breakdown.lines() {
                 prop_assert_eq!(line.ht.get().checked_add(line.tva.get()), Some(line.ttc.get()));
+            }
+            prop_assert!(t.discount >= Cents::ZERO && t.discount <= t.gross.max(Cents::ZERO));
+            if let Ok(sum) = t.breakdown.total() {
+                prop_assert_eq!(sum.ttc, t.ttc());
             }
         }
     }
