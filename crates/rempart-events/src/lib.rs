@@ -2,3 +2,11 @@
 //! ticket events in a local SQLite store, tagged with vector clocks and
 //! hash-chained for NF 525, and syncs them to a central store.
 #![deny(missing_docs)]
+
+// Domain (pure: no database, no I/O).
+pub mod clock;
+pub mod closure;
+pub mod conflict;
+pub mod money;
+pub mod projection;
+pub mod ticket;
