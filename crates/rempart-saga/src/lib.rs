@@ -47,6 +47,7 @@
 pub mod decision;
 mod definition;
 mod engine;
+mod group_commit;
 mod metrics;
 pub mod record;
 pub mod schema;

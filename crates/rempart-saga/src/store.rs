@@ -9,6 +9,7 @@
 //! other; SQLite: `BEGIN IMMEDIATE`, the single writer) and bumps the token.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 
 use rempart_db::{Db, DbError, with_pool};
 use serde_json::Value;
@@ -16,6 +17,7 @@ use sqlx::Row;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use crate::group_commit::{Write, Writer, bind_step, ms, write_one};
 use crate::record::{SagaRecord, SagaStatus, StepRecord, StepStatus};
 
 /// A worker's hold on a saga.
@@ -39,6 +41,10 @@ pub enum StoreError {
     /// This worker's lease on the saga expired or was taken over: it must stop.
     #[error("saga {0}: this worker's lease expired or was taken over; it stops writing")]
     LeaseLost(Uuid),
+    /// The store's group-commit writer stopped (its runtime shut down)
+    /// before answering: the write may or may not have committed.
+    #[error("the saga store's writer stopped before answering; the write may not have committed")]
+    WriterStopped,
     /// No such saga.
     #[error("no saga {0} in the database")]
     NotFound(Uuid),
@@ -136,20 +142,25 @@ pub trait SagaStore: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct SqlSagaStore {
     db: Db,
+    // The group-commit writer, started on first write (see group_commit.rs).
+    writer: Arc<OnceLock<Writer>>,
 }
 
 impl SqlSagaStore {
     /// A store on `db`, whose saga schema must be migrated
     /// (`db.migrate(&SAGA_SCHEMA)`; [`SqlSagaStore::open`] does it).
     pub fn new(db: Db) -> Self {
-        SqlSagaStore { db }
+        SqlSagaStore {
+            db,
+            writer: Arc::default(),
+        }
     }
 
     /// Opens `url`, migrates the saga schema, and returns the store.
     pub async fn open(url: &str) -> Result<Self, DbError> {
         let db = Db::open(url).await?;
         db.migrate(&crate::schema::SAGA_SCHEMA).await?;
-        Ok(SqlSagaStore { db })
+        Ok(SqlSagaStore::new(db))
     }
 
     /// The database.
@@ -158,34 +169,7 @@ impl SqlSagaStore {
     }
 }
 
-fn ms(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-const UPSERT_STEP: &str = "
-INSERT INTO saga_steps (saga_id, step_name, step_index, status, result, attempts, compensation_attempts, last_error)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (saga_id, step_name) DO UPDATE SET
-  status = excluded.status, result = excluded.result, attempts = excluded.attempts,
-  compensation_attempts = excluded.compensation_attempts, last_error = excluded.last_error,
-  executed_at = CASE WHEN excluded.status = 'COMPLETED' THEN CURRENT_TIMESTAMP ELSE saga_steps.executed_at END,
-  compensated_at = CASE WHEN excluded.status = 'COMPENSATED' THEN CURRENT_TIMESTAMP ELSE saga_steps.compensated_at END";
-
 const SELECT_SAGA: &str = "SELECT id, type, status, payload, current_step, error, next_attempt_at, deadline_at, abort_requested FROM sagas";
-
-macro_rules! bind_step {
-    ($id:expr, $i:expr, $s:expr) => {
-        sqlx::query(UPSERT_STEP)
-            .bind($id)
-            .bind(&$s.name)
-            .bind($i as i32)
-            .bind($s.status.as_str())
-            .bind($s.output.clone().map(Json))
-            .bind($s.attempts as i32)
-            .bind($s.compensation_attempts as i32)
-            .bind($s.last_error.clone())
-    };
-}
 
 fn corrupt(id: Uuid, what: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
@@ -199,6 +183,19 @@ impl SqlSagaStore {
         StoreError::Db(self.db.error(e))
     }
 
+    /// A create or a save, through the group-commit writer; written
+    /// directly if the writer's runtime is gone.
+    async fn write(&self, write: Write) -> Result<bool, StoreError> {
+        let writer = self
+            .writer
+            .get_or_init(|| Writer::spawn(self.db.clone()))
+            .clone();
+        match writer.write(write).await {
+            Ok(written) => written,
+            Err(write) => write_one(&self.db, &write).await,
+        }
+    }
+
     async fn load_many(&self, ids: &[Uuid]) -> Result<Vec<SagaRecord>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -210,31 +207,12 @@ impl SqlSagaStore {
 
 impl SagaStore for SqlSagaStore {
     async fn create(&self, saga: &SagaRecord, lease: &Lease) -> Result<(), StoreError> {
-        with_pool!(self.db, pool => {
-            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
-            sqlx::query(
-                "INSERT INTO sagas (id, type, status, payload, current_step, next_attempt_at, deadline_at, lease_owner, lease_expires_at, fence)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(saga.id)
-            .bind(&saga.saga_type)
-            .bind(saga.status.as_str())
-            .bind(Json(&saga.payload))
-            .bind(saga.current_step.clone())
-            .bind(ms(saga.next_attempt_at))
-            .bind(saga.deadline.map(ms))
-            .bind(&lease.owner)
-            .bind(ms(lease.expires_at))
-            .bind(lease.fence)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-            for (i, s) in saga.steps.iter().enumerate() {
-                bind_step!(saga.id, i, s).execute(&mut *tx).await.map_err(|e| self.err(e))?;
-            }
-            tx.commit().await.map_err(|e| self.err(e))?;
-            Ok(())
+        self.write(Write::Create {
+            saga: saga.clone(),
+            lease: lease.clone(),
         })
+        .await
+        .map(|_| ())
     }
 
     async fn save(
@@ -245,45 +223,14 @@ impl SagaStore for SqlSagaStore {
         now: u64,
         release: bool,
     ) -> Result<bool, StoreError> {
-        with_pool!(self.db, pool => {
-            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
-            let row = sqlx::query(
-                "UPDATE sagas SET status = $1, current_step = $2, error = $3, next_attempt_at = $4,
-                   lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END,
-                   lease_expires_at = CASE WHEN $5 THEN 0 ELSE $6 END,
-                   updated_at = CURRENT_TIMESTAMP
-                 WHERE id = $7 AND fence = $8 AND lease_owner = $9 AND lease_expires_at > $10
-                 RETURNING abort_requested",
-            )
-            .bind(saga.status.as_str())
-            .bind(saga.current_step.clone())
-            .bind(saga.error.clone())
-            .bind(ms(saga.next_attempt_at))
-            .bind(release)
-            .bind(ms(lease.expires_at))
-            .bind(saga.id)
-            .bind(lease.fence)
-            .bind(&lease.owner)
-            .bind(ms(now))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-            let Some(row) = row else {
-                return Err(StoreError::LeaseLost(saga.id));
-            };
-            let abort: bool = row.try_get(0).map_err(|e| self.err(e))?;
-            let mut seen = Vec::with_capacity(changed.len());
-            for &i in changed {
-                if seen.contains(&i) {
-                    continue;
-                }
-                seen.push(i);
-                let s = &saga.steps[i];
-                bind_step!(saga.id, i, s).execute(&mut *tx).await.map_err(|e| self.err(e))?;
-            }
-            tx.commit().await.map_err(|e| self.err(e))?;
-            Ok(abort)
+        self.write(Write::Save {
+            saga: saga.clone(),
+            changed: changed.to_vec(),
+            lease: lease.clone(),
+            now,
+            release,
         })
+        .await
     }
 
     async fn claim(

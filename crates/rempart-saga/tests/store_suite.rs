@@ -60,7 +60,56 @@ both_backends!(
     an_operator_resume_takes_a_flagged_saga_back_to_compensation,
     an_abort_request_reaches_the_holder_at_its_next_write,
     bad_ids_and_finished_sagas_get_clear_errors,
+    many_sagas_writing_at_once_share_commits_and_a_fenced_out_one_fails_alone,
 );
+
+/// The writes of sagas in flight are group-committed: one that lost its
+/// lease must fail alone, and every other must be in the database.
+async fn many_sagas_writing_at_once_share_commits_and_a_fenced_out_one_fails_alone(backend: &str) {
+    let (s, _t) = store(backend).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let r = record("t");
+            s.create(&r, &lease("w1", 1, 10_000)).await.map(|_| r)
+        });
+    }
+    let mut records = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        records.push(r.unwrap().unwrap());
+    }
+    let fenced_out = records[17].id;
+    for r in &records {
+        let (s, mut r) = (s.clone(), r.clone());
+        tasks.spawn(async move {
+            r.steps[0].status = StepStatus::Completed;
+            r.steps[0].output = Some(json!({"done": r.id}));
+            let fence = if r.id == fenced_out { 0 } else { 1 };
+            s.save(&r, &[0], &lease("w1", fence, 10_000), 500, false)
+                .await
+                .map(|_| r)
+        });
+    }
+    let (mut saved, mut lost) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(r) => {
+                saved += 1;
+                assert_eq!(s.load(r.id).await.unwrap(), r);
+            }
+            Err(StoreError::LeaseLost(id)) => {
+                lost += 1;
+                assert_eq!(id, fenced_out);
+            }
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!((saved, lost), (63, 1));
+    let untouched = s.load(fenced_out).await.unwrap();
+    assert_eq!(untouched.steps[0].status, StepStatus::Started);
+    assert_eq!(untouched.steps[0].output, None);
+}
 
 async fn a_saga_reads_back_as_written(backend: &str) {
     let (s, _t) = store(backend).await;
