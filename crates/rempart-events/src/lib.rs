@@ -2,3 +2,12 @@
 //! ticket events in a local SQLite store, tagged with vector clocks and
 //! hash-chained for NF 525, and syncs them to a central store.
 #![deny(missing_docs)]
+
+// The store and its tamper evidence.
+pub mod archive;
+pub mod chain;
+pub mod journal;
+pub mod schema;
+pub mod signing;
+pub mod store;
+pub mod verify;
