@@ -241,7 +241,6 @@ impl EventStore {
             tx.commit().await.map_err(derr)?;
             // One self-contained file: fold the WAL back in.
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await.map_err(derr)?;
-            sqlx::query("PRAGMA journal_mode = DELETE").execute(pool).await.map_err(derr)?;
         });
         dest.close().await;
         let bytes = std::fs::read(out)

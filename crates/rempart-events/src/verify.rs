@@ -239,16 +239,18 @@ pub async fn verify(db: &Db, opts: &VerifyOptions) -> Result<Report, VerifyError
     };
 
     // Keys: the file's, unless the caller trusts its own copy for a register.
+    // Only a register's first key: a key inserted later by someone holding
+    // the file does not make their signatures good.
     let file_keys: Vec<(String, Vec<u8>)> = with_pool!(db, pool => {
-        sqlx::query_as("SELECT register_id, public_key FROM register_keys").fetch_all(pool).await.map_err(err)?
+        sqlx::query_as("SELECT register_id, public_key FROM register_keys ORDER BY added_at, public_key").fetch_all(pool).await.map_err(err)?
     });
     let mut keys: HashMap<String, Vec<[u8; 32]>> = HashMap::new();
     for (r, k) in file_keys {
-        if opts.trusted_keys.contains_key(&r) {
+        if opts.trusted_keys.contains_key(&r) || keys.contains_key(&r) {
             continue;
         }
         if let Ok(k) = <[u8; 32]>::try_from(k.as_slice()) {
-            keys.entry(r).or_default().push(k);
+            keys.insert(r, vec![k]);
         }
     }
     for (r, ks) in &opts.trusted_keys {
@@ -362,6 +364,15 @@ pub async fn verify(db: &Db, opts: &VerifyOptions) -> Result<Report, VerifyError
         out
     });
     report.archive = !manifest.is_empty();
+    if report.archive {
+        // The journal in an archive runs past the period: keep its anchors
+        // that fall inside each register's archived piece.
+        anchors.retain(|(register, seq), _| {
+            manifest
+                .iter()
+                .any(|m| m.register_id == *register && (m.first_seq..=m.last_seq).contains(seq))
+        });
+    }
     let mut chains: HashMap<String, ChainState> = manifest
         .iter()
         .map(|m| {
@@ -405,8 +416,9 @@ pub async fn verify(db: &Db, opts: &VerifyOptions) -> Result<Report, VerifyError
             let stream: String = r.try_get(2).map_err(err)?;
             let at = |d: Damage, detail: String| finding(d, Some(&stream), Some(position as u64), Some(&register), Some(seq), detail);
             if position != expected_position {
-                first = Some(at(Damage::Deleted, format!(
-                    "positions {expected_position}..{} are missing before this record: events deleted", position - 1)));
+                first = Some(finding(Damage::Deleted, None, Some(expected_position as u64), None, None, format!(
+                    "positions {expected_position}..={} are missing (the next record is stream {stream} position {position}): events deleted",
+                    position - 1)));
                 continue;
             }
             expected_position += 1;
