@@ -206,28 +206,36 @@ async fn concurrent_appends_with_the_same_expected_version_have_one_winner(backe
     s.append("shared", ExpectedVersion::NoStream, evs(0..1))
         .await
         .unwrap();
-    let tasks: Vec<_> = (0..8)
-        .map(|i| {
-            let s = s.clone();
-            tokio::spawn(async move {
-                s.append("shared", ExpectedVersion::Exact(1), evs(i..i + 2))
-                    .await
+    // Many rounds of 8 racers, so their transactions really overlap.
+    for round in 0..20u64 {
+        let expected = 1 + 2 * round;
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, start) = (s.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    s.append("shared", ExpectedVersion::Exact(expected), evs(i..i + 2))
+                        .await
+                })
             })
-        })
-        .collect();
-    let mut winners = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(r) => {
-                winners += 1;
-                assert_eq!(r.version, 3);
+            .collect();
+        let mut winners = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(r) => {
+                    winners += 1;
+                    assert_eq!(r.version, expected + 2);
+                }
+                Err(StoreError::WrongExpectedVersion { current, .. }) => {
+                    assert_eq!(current, expected + 2)
+                }
+                Err(e) => panic!("round {round}: {e}"),
             }
-            Err(StoreError::WrongExpectedVersion { current, .. }) => assert_eq!(current, 3),
-            Err(e) => panic!("{e}"),
         }
+        assert_eq!(winners, 1, "round {round}");
     }
-    assert_eq!(winners, 1);
-    assert_eq!(s.stream_version("shared").await.unwrap(), 3);
+    assert_eq!(s.stream_version("shared").await.unwrap(), 41);
     let report = verify(s.db(), &VerifyOptions::default()).await.unwrap();
     assert!(report.intact(), "{:?}", report.findings);
 }
