@@ -14,10 +14,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod breaker_demo;
+mod events;
 mod gateway;
 mod saga;
 mod saga_demo;
 
+pub use events::EventsCommand;
 pub use saga::SagaCommand;
 pub use saga_demo::{INVARIANTS as SAGA_DEMO_INVARIANTS, SagaDemoArgs};
 
@@ -93,6 +95,9 @@ pub enum Command {
     /// Look at durable sagas and act on them: list, show, resume, abort.
     #[command(subcommand)]
     Saga(saga::SagaCommand),
+    /// The offline-first event store: verify a store or archive (NF 525).
+    #[command(subcommand)]
+    Events(events::EventsCommand),
 }
 
 /// The other demos.
@@ -165,6 +170,7 @@ pub fn run(cli: Cli) -> u8 {
             ..
         } => gateway::demo(duration, no_redraw),
         Command::Saga(cmd) => saga::run(cmd),
+        Command::Events(cmd) => events::run(cmd),
     }
 }
 

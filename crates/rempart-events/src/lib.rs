@@ -10,3 +10,12 @@ pub mod conflict;
 pub mod money;
 pub mod projection;
 pub mod ticket;
+
+// The store and its tamper evidence.
+pub mod archive;
+pub mod chain;
+pub mod journal;
+pub mod schema;
+pub mod signing;
+pub mod store;
+pub mod verify;
