@@ -15,9 +15,11 @@ use clap::{Parser, Subcommand};
 
 mod breaker_demo;
 mod gateway;
+mod request;
 mod saga;
 mod saga_demo;
 
+pub use request::RequestArgs;
 pub use saga::SagaCommand;
 pub use saga_demo::{INVARIANTS as SAGA_DEMO_INVARIANTS, SagaDemoArgs};
 
@@ -93,6 +95,11 @@ pub enum Command {
     /// Look at durable sagas and act on them: list, show, resume, abort.
     #[command(subcommand)]
     Saga(saga::SagaCommand),
+    /// Call a URL through seed 003's resilient client (a resilient curl):
+    /// prints each attempt, its outcome, the pause before the next, the
+    /// breaker's state and which fallback answered. Exits 0 on a 2xx, 1 on a
+    /// failure, 64 on a bad config.
+    Request(request::RequestArgs),
 }
 
 /// The other demos.
@@ -165,6 +172,7 @@ pub fn run(cli: Cli) -> u8 {
             ..
         } => gateway::demo(duration, no_redraw),
         Command::Saga(cmd) => saga::run(cmd),
+        Command::Request(args) => request::run(args),
     }
 }
 
