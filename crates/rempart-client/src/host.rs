@@ -105,3 +105,20 @@ pub(crate) fn key_of(url: &reqwest::Url) -> String {
         None => host.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::key_of;
+
+    #[test]
+    fn the_key_is_the_host_with_the_port_written() {
+        let key = |u: &str| key_of(&reqwest::Url::parse(u).unwrap());
+        assert_eq!(key("http://api.example.com/movies"), "api.example.com");
+        assert_eq!(key("http://127.0.0.1:8080/x?y=1"), "127.0.0.1:8080");
+        assert_eq!(
+            key("http://127.0.0.1:80/"),
+            "127.0.0.1",
+            "the scheme's own port is not written"
+        );
+    }
+}

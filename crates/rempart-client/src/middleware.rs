@@ -2,7 +2,6 @@
 //! timeout and `x-request-timeout-ms`), inside the call's deadline, and a
 //! failed call goes to the fallback chain.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -240,9 +239,9 @@ impl Middleware for Resilience {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let key: Cow<'_, str> = match extensions.get::<BreakerKey>() {
-            Some(k) => Cow::Owned(k.0.to_string()),
-            None => Cow::Owned(host::key_of(req.url())),
+        let key = match extensions.get::<BreakerKey>() {
+            Some(k) => k.0.to_string(),
+            None => host::key_of(req.url()),
         };
         let host = self.host(&key);
         let url = req.url().clone();
