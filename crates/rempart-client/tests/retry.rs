@@ -250,3 +250,36 @@ async fn a_host_override_and_a_budget_limit_retries() {
     client.get(other.url("/")).send().await.unwrap();
     assert_eq!(other.requests(), 2 + 1, "one retry in reserve, none earned");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_timeout_is_retried() {
+    // A listener that never accepts, its queue filled: the kernel drops further
+    // connection attempts, so connecting times out, on loopback.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        fillers.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let (client, rec) = resilient(&config("connect_timeout = \"1s\"\n"));
+    let started = tokio::time::Instant::now();
+    let err = client
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+    let attempts = rec.attempts();
+    assert_eq!(attempts.len(), 4, "{attempts:?}");
+    for a in &attempts {
+        assert!(
+            matches!(a, AttemptOutcome::Failed(ErrorKind::ConnectTimeout, _)),
+            "{a:?}"
+        );
+    }
+    // Four 1 s connects and the pauses of 1, 2 and 4 s.
+    assert_eq!(started.elapsed(), 11 * S);
+    drop((fillers, listener));
+}
