@@ -283,3 +283,29 @@ async fn a_connect_timeout_is_retried() {
     assert_eq!(started.elapsed(), 11 * S);
     drop((fillers, listener));
 }
+
+#[tokio::test(start_paused = true)]
+async fn jitter_true_spreads_each_pause_by_ten_percent() {
+    let server = Server::start(vec![], status(503)).await;
+    let (client, rec) = resilient(&config(
+        "jitter = true\nmax_retries = 6\nmax_delay = \"1h\"\ntimeout = \"10m\"\n\
+         [retry.circuit_breaker]\nenabled = false\n",
+    ));
+    client.get(server.url("/")).send().await.unwrap();
+    let delays = rec.delays();
+    assert_eq!(delays.len(), 6);
+    for (i, d) in delays.iter().enumerate() {
+        let base = S * 2u32.pow(i as u32);
+        assert!(
+            *d >= base.mul_f64(0.9) && *d <= base.mul_f64(1.1),
+            "pause {i}: {d:?} is not within ±10 % of {base:?}"
+        );
+    }
+    assert!(
+        delays
+            .iter()
+            .enumerate()
+            .any(|(i, d)| *d != S * 2u32.pow(i as u32)),
+        "no pause was spread: {delays:?}"
+    );
+}
