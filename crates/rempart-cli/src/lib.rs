@@ -16,10 +16,12 @@ use clap::{Parser, Subcommand};
 mod breaker_demo;
 mod events;
 mod gateway;
+mod request;
 mod saga;
 mod saga_demo;
 
 pub use events::EventsCommand;
+pub use request::RequestArgs;
 pub use saga::SagaCommand;
 pub use saga_demo::{INVARIANTS as SAGA_DEMO_INVARIANTS, SagaDemoArgs};
 
@@ -98,6 +100,11 @@ pub enum Command {
     /// The offline-first event store: verify a store or archive (NF 525).
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Call a URL through seed 003's resilient client (a resilient curl):
+    /// prints each attempt, its outcome, the pause before the next, the
+    /// breaker's state and which fallback answered. Exits 0 on a 2xx, 1 on a
+    /// failure, 64 on a bad config.
+    Request(request::RequestArgs),
 }
 
 /// The other demos.
@@ -171,6 +178,7 @@ pub fn run(cli: Cli) -> u8 {
         } => gateway::demo(duration, no_redraw),
         Command::Saga(cmd) => saga::run(cmd),
         Command::Events(cmd) => events::run(cmd),
+        Command::Request(args) => request::run(args),
     }
 }
 

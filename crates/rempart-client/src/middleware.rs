@@ -1,0 +1,466 @@
+//! The middleware: each request goes retry → breaker → attempt (with its
+//! timeout and `x-request-timeout-ms`), inside the call's deadline, and a
+//! failed call goes to the fallback chain.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use http::{Extensions, HeaderValue};
+use prometheus_client::registry::Registry;
+use rempart::CircuitState;
+use rempart::deadline::{self, Deadline};
+use rempart::fallback::FallbackCollector;
+use rempart::prometheus::BreakerCollector;
+use rempart::retry::{Decision, RetryCollector, RetryError, parse_retry_after};
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next};
+
+use crate::answer::{self, AnswerCache, Failure, fallback_response};
+use crate::classify::{Attempted, breaker_outcome, decide, failed_status, idempotent, kind_of};
+use crate::config::ClientConfig;
+use crate::host::{self, HostPolicies};
+use crate::observe::{AttemptOutcome, AttemptReport, CallObserver};
+
+/// A request extension naming the breaker (and retry, fallback and metrics)
+/// a request goes through, instead of its host:
+/// `client.get(url).with_extension(BreakerKey::new("payments"))`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerKey(pub Arc<str>);
+
+impl BreakerKey {
+    /// The key `name`.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        BreakerKey(name.into())
+    }
+}
+
+/// Why the middleware itself failed a call (transport errors come back as
+/// reqwest's own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The breaker for `key` refused the call: it was not sent.
+    CircuitOpen {
+        /// The breaker's key.
+        key: String,
+    },
+    /// The last attempt had no answer within `limit`.
+    TimedOut {
+        /// The breaker's key.
+        key: String,
+        /// The limit that ran out.
+        limit: Duration,
+    },
+    /// A retry was due, but the request's body is a stream and cannot be sent again.
+    NotReplayable,
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::CircuitOpen { key } => {
+                write!(
+                    f,
+                    "the circuit breaker for {key} is open: the call was not sent"
+                )
+            }
+            ClientError::TimedOut { key, limit } => {
+                write!(f, "no answer from {key} within {limit:?}")
+            }
+            ClientError::NotReplayable => f.write_str(
+                "a retry was due but the request body is a stream that cannot be sent twice",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// One attempt's failure, as the retry loop sees it.
+#[derive(Debug)]
+enum AttemptError {
+    Transport(reqwest_middleware::Error, Attempted),
+    TimedOut(Duration),
+    Refused,
+    NotReplayable,
+}
+
+impl AttemptError {
+    fn attempted(&self) -> Attempted {
+        match self {
+            AttemptError::Transport(_, a) => *a,
+            AttemptError::TimedOut(_) => Attempted::Failed(crate::ErrorKind::Timeout),
+            AttemptError::Refused => Attempted::Refused,
+            AttemptError::NotReplayable => Attempted::Other,
+        }
+    }
+}
+
+/// The resilience middleware for reqwest-middleware, built from a
+/// [`ClientConfig`]. Cheap to clone; clones share breakers, budgets, the
+/// answer cache and the metrics.
+#[derive(Clone)]
+pub struct Resilience {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: ClientConfig,
+    hosts: DashMap<String, Arc<HostPolicies>>,
+    cache: Option<AnswerCache>,
+    observer: Option<Arc<dyn CallObserver>>,
+    breakers: BreakerCollector,
+    retries: RetryCollector,
+    fallbacks: FallbackCollector,
+}
+
+impl fmt::Debug for Resilience {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resilience")
+            .field("hosts", &self.shared.hosts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resilience {
+    /// The middleware for `config`.
+    pub fn new(config: ClientConfig) -> Self {
+        Resilience::build(config, None)
+    }
+
+    /// The middleware for `config`, telling `observer` of every attempt,
+    /// pause and fallback.
+    pub fn observed(config: ClientConfig, observer: impl CallObserver) -> Self {
+        Resilience::build(config, Some(Arc::new(observer)))
+    }
+
+    fn build(config: ClientConfig, observer: Option<Arc<dyn CallObserver>>) -> Self {
+        Resilience {
+            shared: Arc::new(Shared {
+                cache: answer::answer_cache(&config.fallback),
+                config,
+                hosts: DashMap::new(),
+                observer,
+                breakers: BreakerCollector::new(),
+                retries: RetryCollector::new(),
+                fallbacks: FallbackCollector::new(),
+            }),
+        }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.shared.config
+    }
+
+    /// The state of the breaker for `key` (a host such as `"127.0.0.1:8080"`,
+    /// or a [`BreakerKey`]), once a call has used it.
+    pub fn breaker_state(&self, key: &str) -> Option<CircuitState> {
+        self.shared.hosts.get(key).map(|h| h.breaker.state())
+    }
+
+    /// Exposes `retry_attempts_total`, `retry_calls_total`,
+    /// `retry_delay_seconds`, `circuit_breaker_state` (and the breaker's
+    /// call counters) and `fallback_activations_total`, each labelled
+    /// `service` = the breaker key. Read at scrape time; hosts first called
+    /// later appear then.
+    pub fn register(&self, registry: &mut Registry) {
+        let s = &self.shared;
+        registry.register_collector(Box::new(s.breakers.clone()));
+        registry.register_collector(Box::new(s.retries.clone()));
+        registry.register_collector(Box::new(s.fallbacks.clone()));
+    }
+
+    fn host(&self, key: &str) -> Arc<HostPolicies> {
+        if let Some(h) = self.shared.hosts.get(key) {
+            return Arc::clone(&h);
+        }
+        let s = &self.shared;
+        let entry = s.hosts.entry(key.to_owned()).or_insert_with(|| {
+            let h = host::build(key, &s.config, s.cache.as_ref(), s.observer.as_ref());
+            s.breakers.add(h.breaker.clone());
+            s.retries.add(&h.retry);
+            if let Some(chain) = &h.fallback {
+                s.fallbacks.add(chain);
+            }
+            Arc::new(h)
+        });
+        Arc::clone(&entry)
+    }
+}
+
+/// A retryable status's `Retry-After`, if it has a readable one.
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let v = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    // An HTTP-date Retry-After is wall-clock time, so it is judged against the wall clock.
+    #[allow(clippy::disallowed_methods)]
+    let now = SystemTime::now();
+    parse_retry_after(v, now)
+}
+
+/// What an attempt's result is, for the rules and the breaker.
+fn attempted_of(config: &ClientConfig, r: Result<&Response, &AttemptError>) -> Attempted {
+    match r {
+        Ok(resp) => {
+            let code = resp.status().as_u16();
+            let ra = if config.rules.statuses.contains(&code) {
+                retry_after(resp)
+            } else {
+                None
+            };
+            Attempted::Status(code, ra)
+        }
+        Err(e) => e.attempted(),
+    }
+}
+
+fn transport(e: reqwest_middleware::Error) -> AttemptError {
+    let attempted = match &e {
+        reqwest_middleware::Error::Reqwest(r) => {
+            kind_of(r).map_or(Attempted::Other, Attempted::Failed)
+        }
+        reqwest_middleware::Error::Middleware(_) => Attempted::Other,
+    };
+    AttemptError::Transport(e, attempted)
+}
+
+#[async_trait::async_trait]
+impl Middleware for Resilience {
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let key = match extensions.get::<BreakerKey>() {
+            Some(k) => k.0.to_string(),
+            None => host::key_of(req.url()),
+        };
+        let host = self.host(&key);
+        let url = req.url().clone();
+        // Only a GET's answer can stand in for a later GET of the same URL.
+        let cache_key: Option<Arc<str>> = (self.shared.cache.is_some()
+            && req.method() == http::Method::GET)
+            .then(|| Arc::from(url.as_str()));
+        let idempotent = idempotent(req.method());
+        let result = Deadline::after(host.timeout)
+            .scope(self.attempts(&host, req, extensions, next, idempotent, cache_key.as_ref()))
+            .await;
+        self.finish(&host, result, cache_key, &url).await
+    }
+}
+
+impl Resilience {
+    /// The retry loop over attempts through the breaker.
+    async fn attempts(
+        &self,
+        host: &HostPolicies,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+        idempotent: bool,
+        cache_key: Option<&Arc<str>>,
+    ) -> Result<Response, RetryError<AttemptError>> {
+        let config = &self.shared.config;
+        let request = Mutex::new(Some(req));
+        let exts = Mutex::new(std::mem::take(extensions));
+        let attempt_no = AtomicU32::new(0);
+        let policy = |r: Result<&Response, &AttemptError>| -> Decision {
+            decide(&config.rules, idempotent, attempted_of(config, r))
+        };
+        let result = host
+            .retry
+            .call_with(policy, || {
+                let n = attempt_no.fetch_add(1, Ordering::Relaxed) + 1;
+                let next = next.clone();
+                let (request, exts) = (&request, &exts);
+                async move {
+                    // Keep a copy for the next attempt before this one consumes the request.
+                    let req = {
+                        let mut slot = request.lock().unwrap_or_else(|p| p.into_inner());
+                        let req = slot.take();
+                        *slot = req.as_ref().and_then(Request::try_clone);
+                        req
+                    };
+                    let Some(req) = req else {
+                        return Err(AttemptError::NotReplayable);
+                    };
+                    self.attempt(host, n, req, exts, next, cache_key).await
+                }
+            })
+            .await;
+        *extensions = exts.into_inner().unwrap_or_else(|p| p.into_inner());
+        result
+    }
+
+    /// One attempt: through the breaker, within its time, recorded.
+    async fn attempt(
+        &self,
+        host: &HostPolicies,
+        n: u32,
+        mut req: Request,
+        exts: &Mutex<Extensions>,
+        next: Next<'_>,
+        cache_key: Option<&Arc<str>>,
+    ) -> Result<Response, AttemptError> {
+        let config = &self.shared.config;
+        let started = tokio::time::Instant::now();
+        let limit = match Deadline::current() {
+            Some(d) => host.attempt_timeout.min(d.remaining()),
+            None => host.attempt_timeout,
+        };
+        let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        req.headers_mut()
+            .insert(deadline::HEADER, HeaderValue::from(ms));
+        let permit = match host.breaker.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                self.report(
+                    host,
+                    n,
+                    AttemptOutcome::Refused(host.breaker.state()),
+                    started,
+                );
+                return Err(AttemptError::Refused);
+            }
+        };
+        let mut ext = std::mem::take(&mut *exts.lock().unwrap_or_else(|p| p.into_inner()));
+        let sent = tokio::time::timeout(limit, async {
+            let resp = next.run(req, &mut ext).await?;
+            match (&self.shared.cache, cache_key) {
+                (Some(cache), Some(k)) if resp.status().is_success() => {
+                    let (resp, stored) = answer::buffer(resp).await?;
+                    cache.store(Arc::clone(k), stored).await;
+                    Ok(resp)
+                }
+                _ => Ok(resp),
+            }
+        })
+        .await;
+        *exts.lock().unwrap_or_else(|p| p.into_inner()) = ext;
+        let result = match sent {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(transport(e)),
+            Err(_) => Err(AttemptError::TimedOut(limit)),
+        };
+        let attempted = attempted_of(config, result.as_ref());
+        permit.record(breaker_outcome(&config.rules, attempted));
+        if self.shared.observer.is_some() {
+            let outcome = match &result {
+                Ok(resp) => AttemptOutcome::Status(resp.status().as_u16()),
+                Err(AttemptError::TimedOut(limit)) => AttemptOutcome::TimedOut(*limit),
+                Err(AttemptError::Transport(e, Attempted::Failed(kind))) => {
+                    AttemptOutcome::Failed(*kind, error_chain(e))
+                }
+                Err(AttemptError::Transport(e, _)) => AttemptOutcome::Other(error_chain(e)),
+                Err(e) => AttemptOutcome::Other(format!("{e:?}")),
+            };
+            self.report(host, n, outcome, started);
+        }
+        result
+    }
+
+    fn report(
+        &self,
+        host: &HostPolicies,
+        n: u32,
+        outcome: AttemptOutcome,
+        started: tokio::time::Instant,
+    ) {
+        if let Some(o) = &self.shared.observer {
+            o.on_attempt(&AttemptReport {
+                key: &host.key,
+                attempt: n,
+                outcome,
+                elapsed: started.elapsed(),
+                breaker: host.breaker.state(),
+            });
+        }
+    }
+
+    /// The call's answer: the last attempt's, or a fallback's when it failed.
+    async fn finish(
+        &self,
+        host: &HostPolicies,
+        result: Result<Response, RetryError<AttemptError>>,
+        cache_key: Option<Arc<str>>,
+        url: &reqwest::Url,
+    ) -> reqwest_middleware::Result<Response> {
+        let config = &self.shared.config;
+        let failed = match result {
+            Ok(resp) if !failed_status(&config.rules, resp.status().as_u16()) => return Ok(resp),
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(e),
+        };
+        let answerable = match &failed {
+            Ok(_) => true,
+            Err(e) => match e {
+                RetryError::Exhausted { error, .. }
+                | RetryError::NotRetried { error, .. }
+                | RetryError::BudgetExhausted { error, .. } => {
+                    !matches!(error.attempted(), Attempted::Other)
+                }
+                _ => true,
+            },
+        };
+        if answerable
+            && let Some(chain) = &host.fallback
+            && let Ok(answer) = chain.recover(Failure { cache_key }).await
+        {
+            let (resp, kind) = fallback_response(answer.value, answer.mode, url);
+            if let Some(o) = &self.shared.observer {
+                o.on_fallback(&host.key, kind);
+            }
+            return Ok(resp);
+        }
+        match failed {
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(self.error(host, e)),
+        }
+    }
+
+    fn error(&self, host: &HostPolicies, e: RetryError<AttemptError>) -> reqwest_middleware::Error {
+        let key = host.key.to_string();
+        let last = match e {
+            RetryError::TimedOut { limit, .. } => {
+                return ClientError::TimedOut { key, limit }.into();
+            }
+            other => other.into_inner(),
+        };
+        match last {
+            Some(AttemptError::Transport(e, _)) => e,
+            Some(AttemptError::TimedOut(limit)) => ClientError::TimedOut { key, limit }.into(),
+            Some(AttemptError::Refused) => ClientError::CircuitOpen { key }.into(),
+            Some(AttemptError::NotReplayable) | None => ClientError::NotReplayable.into(),
+        }
+    }
+}
+
+impl From<ClientError> for reqwest_middleware::Error {
+    fn from(e: ClientError) -> Self {
+        reqwest_middleware::Error::middleware(e)
+    }
+}
+
+/// An error and its causes on one line (reqwest's own text stops at "error
+/// sending request"), each cause once.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
