@@ -66,7 +66,7 @@ type Script = dyn Fn(u32) -> ReplayOutcome + Send + Sync;
 struct Upstream {
     calls: Mutex<Vec<Call>>,
     script: Box<Script>,
-    hang: bool,
+    pause: Duration,
     started: Notify,
 }
 
@@ -75,19 +75,18 @@ impl Upstream {
         Arc::new(Upstream {
             calls: Mutex::new(Vec::new()),
             script: Box::new(script),
-            hang: false,
+            pause: Duration::ZERO,
             started: Notify::new(),
         })
     }
 
-    /// An upstream that takes the job and never answers (a worker dies mid-job).
-    fn hanging() -> Arc<Upstream> {
+    /// An upstream answering `body` after `pause` (an hour: it never does
+    /// within a test, so a worker can be killed mid-job).
+    fn slow(pause: Duration, body: &'static str) -> Arc<Upstream> {
         Arc::new(Upstream {
             calls: Mutex::new(Vec::new()),
-            script: Box::new(|_: u32| -> ReplayOutcome {
-                unreachable!("a hanging upstream never answers")
-            }),
-            hang: true,
+            script: Box::new(move |_| ok(body)),
+            pause,
             started: Notify::new(),
         })
     }
@@ -106,9 +105,7 @@ impl Replayer for Upstream {
             idempotency_key: job.idempotency_key.clone(),
         });
         self.started.notify_one();
-        if self.hang {
-            std::future::pending::<()>().await;
-        }
+        tokio::time::sleep(self.pause).await;
         (self.script)(attempt)
     }
 }
@@ -167,14 +164,15 @@ impl Running {
     }
 }
 
-async fn client(names: &QueueNames) -> (Connection, Channel, Publisher) {
+async fn client(names: &QueueNames) -> (Cleanup, Connection, Channel, Publisher) {
+    let cleanup = Cleanup(names.clone());
     let conn = topology::connect(AMQP, T).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     topology::declare(&ch, names, MAX_ATTEMPTS, T)
         .await
         .unwrap();
     let p = Publisher::open(&conn, names.clone(), T).await.unwrap();
-    (conn, ch, p)
+    (cleanup, conn, ch, p)
 }
 
 /// Waits up to 20 s for a message in the dead-letter queue.
@@ -206,18 +204,36 @@ async fn final_state(store: &MemoryResults, id: JobId) -> JobState {
     }
 }
 
-async fn delete(ch: &Channel, names: &QueueNames) {
-    for q in names.all(MAX_ATTEMPTS) {
-        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .unwrap();
+/// Deletes the test's queues when dropped, even when the test failed:
+/// on a thread of its own, since the test's runtime may be unwinding.
+struct Cleanup(QueueNames);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let names = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let conn = topology::connect(AMQP, T).await.unwrap();
+                let ch = conn.create_channel().await.unwrap();
+                for q in names.all(MAX_ATTEMPTS) {
+                    let _ = ch
+                        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                        .await;
+                }
+            });
+        })
+        .join();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_failing_forever_is_dead_lettered_after_exactly_max_attempts_within_jitter_bounds() {
     let names = names("forever");
-    let (_conn, ch, publisher) = client(&names).await;
+    let (_cleanup, _conn, ch, publisher) = client(&names).await;
     let upstream = Upstream::new(|_| ReplayOutcome::Failed("503 from optimizer".into()));
     let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
     let worker = start(&names, upstream.clone(), store.clone()).await;
@@ -261,13 +277,12 @@ async fn a_job_failing_forever_is_dead_lettered_after_exactly_max_attempts_withi
         final_state(&store, j.id).await,
         JobState::Dead { .. }
     ));
-    delete(&ch, &names).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_fails_then_succeeds_completes_with_its_result_stored_once() {
     let names = names("recovers");
-    let (_conn, ch, publisher) = client(&names).await;
+    let (_cleanup, _conn, ch, publisher) = client(&names).await;
     let upstream = Upstream::new(|attempt| {
         if attempt < 3 {
             ReplayOutcome::Failed("connection refused".into())
@@ -296,18 +311,17 @@ async fn a_job_that_fails_then_succeeds_completes_with_its_result_stored_once() 
         .await
         .unwrap();
     assert!(dlq.is_none(), "a completed job is not dead-lettered");
-    delete(&ch, &names).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_lands_in_the_dead_letter_queue_at_once() {
     let names = names("poison");
-    let (_conn, ch, _publisher) = client(&names).await;
+    let (_cleanup, conn, ch, _publisher) = client(&names).await;
     let upstream = Upstream::new(|_| ok("never"));
     let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
     let worker = start(&names, upstream.clone(), store).await;
 
-    let confirm_ch = _conn.create_channel().await.unwrap();
+    let confirm_ch = conn.create_channel().await.unwrap();
     confirm_ch
         .basic_publish(
             "".into(),
@@ -338,15 +352,14 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_at_once() {
     );
     assert!(upstream.calls().is_empty(), "poison is never replayed");
     assert_eq!((counts.poison, counts.retried), (1, 0));
-    delete(&ch, &names).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_job_loses_nothing_and_the_job_completes_once() {
     let names = names("killed");
-    let (_conn, ch, publisher) = client(&names).await;
+    let (_cleanup, _conn, _ch, publisher) = client(&names).await;
     let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
-    let stuck = Upstream::hanging();
+    let stuck = Upstream::slow(Duration::from_secs(3600), "never");
     let first = start(&names, stuck.clone(), store.clone()).await;
 
     let j = job("k-killed");
@@ -371,5 +384,35 @@ async fn a_worker_killed_mid_job_loses_nothing_and_the_job_completes_once() {
     assert_eq!(calls[0].idempotency_key.as_deref(), Some("k-killed"));
     assert_eq!(calls[0].attempt, 1, "a crash is not a failed attempt");
     assert_eq!((counts.done, counts.duplicates), (1, 0));
-    delete(&ch, &names).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_drains_the_job_in_hand_before_returning() {
+    let names = names("drain");
+    let (_cleanup, _conn, ch, publisher) = client(&names).await;
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let upstream = Upstream::slow(Duration::from_millis(300), "{\"late\":true}");
+    let worker = start(&names, upstream.clone(), store.clone()).await;
+
+    let j = job("k-drain");
+    publisher.submit(&j).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), upstream.started.notified())
+        .await
+        .expect("the worker took the job");
+    let counts = worker.stop().await;
+
+    assert_eq!(
+        counts.done, 1,
+        "the job in hand finished before the worker returned"
+    );
+    let stored = store.get(j.id, now()).await.unwrap();
+    assert!(matches!(stored, Some(JobState::Done(ref a)) if a.body == b"{\"late\":true}"));
+    let left = ch
+        .basic_get(names.work.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    assert!(
+        left.is_none(),
+        "the finished job was acked, not left for a redelivery"
+    );
 }
