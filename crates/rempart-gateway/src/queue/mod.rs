@@ -6,8 +6,10 @@
 //! - [`job`]: the message format;
 //! - [`topology`] and [`publish`]: the queues and confirmed publishing;
 //! - [`results`]: where states and results are kept for polls;
-//! - [`worker`]: the consumer.
+//! - [`worker`]: the consumer;
+//! - [`answer`]: the 202 and the answers to `GET /jobs/{id}`.
 
+pub mod answer;
 pub mod decision;
 pub mod job;
 pub mod publish;
