@@ -416,3 +416,50 @@ async fn a_shutdown_drains_the_job_in_hand_before_returning() {
         "the finished job was acked, not left for a redelivery"
     );
 }
+
+/// The Redis store keeps the same promises as the memory one, across
+/// connections (a gateway and a worker each have their own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_results_keep_the_first_final_state_and_one_job_per_key() {
+    use rempart_gateway::queue::redis_results::RedisResults;
+    let prefix = format!(
+        "rq-test:{}:{}:",
+        std::process::id(),
+        now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let connect = || {
+        RedisResults::connect(
+            "redis://127.0.0.1:6379",
+            &prefix,
+            Duration::from_secs(60),
+            T,
+        )
+    };
+    let (a, b) = (
+        connect().await.expect("Redis on 6379"),
+        connect().await.unwrap(),
+    );
+    let id = JobId::new(now());
+    let first = JobState::Done(StoredAnswer {
+        status: 200,
+        content_type: Some("image/png".into()),
+        body: b"\x89PNG\0".to_vec(),
+    });
+    a.report(id, JobState::Queued, now()).await.unwrap();
+    assert_eq!(b.get(id, now()).await.unwrap(), Some(JobState::Queued));
+    assert_eq!(a.report(id, first.clone(), now()).await.unwrap(), first);
+    let late = JobState::Retrying {
+        attempt: 2,
+        error: "late".into(),
+    };
+    assert_eq!(b.report(id, late, now()).await.unwrap(), first);
+    assert_eq!(b.get(id, now()).await.unwrap(), Some(first));
+    assert_eq!(a.get(JobId::new(now()), now()).await.unwrap(), None);
+
+    let (j1, j2) = (JobId::new(now()), JobId::new(now()));
+    assert_eq!(a.job_for_key("k", j1, now()).await.unwrap(), j1);
+    assert_eq!(b.job_for_key("k", j2, now()).await.unwrap(), j1);
+}

@@ -141,7 +141,8 @@ pub fn decide(
 }
 
 /// Where a job stands, as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum JobState {
     /// Accepted, not yet replayed.
     Queued,

@@ -5,7 +5,8 @@
 //! - [`decision`]: the pure rules (attempts, delays, outcomes, polls);
 //! - [`job`]: the message format;
 //! - [`topology`] and [`publish`]: the queues and confirmed publishing;
-//! - [`results`]: where states and results are kept for polls;
+//! - [`results`] and [`redis_results`]: where states and results are kept
+//!   for polls;
 //! - [`worker`]: the consumer;
 //! - [`answer`]: the 202 and the answers to `GET /jobs/{id}`.
 
@@ -13,6 +14,7 @@ pub mod answer;
 pub mod decision;
 pub mod job;
 pub mod publish;
+pub mod redis_results;
 pub mod results;
 pub mod topology;
 pub mod worker;

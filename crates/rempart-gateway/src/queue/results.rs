@@ -141,11 +141,12 @@ impl ResultStore for MemoryResults {
     ) -> Result<JobState, StoreError> {
         let mut t = self.tables();
         t.sweep(now, self.ttl);
-        let kept = match t.jobs.remove(&id) {
-            Some((old, until)) if now < until => old.advance(state),
-            _ => state,
+        // A final state keeps its expiry: a duplicate does not prolong it.
+        let (kept, until) = match t.jobs.remove(&id) {
+            Some((old, until)) if now < until && old.is_final() => (old, until),
+            _ => (state, now + self.ttl),
         };
-        t.jobs.insert(id, (kept.clone(), now + self.ttl));
+        t.jobs.insert(id, (kept.clone(), until));
         Ok(kept)
     }
 
@@ -214,6 +215,8 @@ mod tests {
         s.report(id, JobState::Queued, t0()).await.unwrap();
         let t1 = t0() + TTL / 2;
         s.report(id, done("x"), t1).await.unwrap();
+        // A duplicate result neither replaces nor prolongs the first.
+        s.report(id, done("y"), t1 + TTL / 2).await.unwrap();
         assert!(
             s.get(id, t1 + TTL - Duration::from_secs(1))
                 .await
