@@ -462,4 +462,64 @@ async fn redis_results_keep_the_first_final_state_and_one_job_per_key() {
     let (j1, j2) = (JobId::new(now()), JobId::new(now()));
     assert_eq!(a.job_for_key("k", j1, now()).await.unwrap(), j1);
     assert_eq!(b.job_for_key("k", j2, now()).await.unwrap(), j1);
+    b.forget_key("k", j2).await.unwrap();
+    assert_eq!(
+        a.job_for_key("k", j2, now()).await.unwrap(),
+        j1,
+        "only its own job frees a key"
+    );
+    b.forget_key("k", j1).await.unwrap();
+    assert_eq!(a.job_for_key("k", j2, now()).await.unwrap(), j2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_queues_one_job_and_an_unconfirmed_one_is_not_accepted() {
+    use rempart_gateway::queue::defer::{Deferred, Deferrer};
+    let names = names("defer");
+    let (_cleanup, _conn, ch, publisher) = client(&names).await;
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let deferrer = Deferrer::new(publisher, store.clone(), Arc::new(UnixClock::new()));
+
+    let first = job("k-same");
+    let again = job("k-same");
+    assert_eq!(
+        deferrer.defer(&first).await.unwrap(),
+        Deferred::Queued(first.id)
+    );
+    assert_eq!(
+        deferrer.defer(&again).await.unwrap(),
+        Deferred::Existing(first.id)
+    );
+    assert_eq!(
+        store.get(first.id, now()).await.unwrap(),
+        Some(JobState::Queued)
+    );
+    let queued = ch
+        .queue_declare(
+            names.work.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued.message_count(), 1, "one message for one key");
+
+    // The broker cannot take it (the queue is gone): no 202, and the key is
+    // free for the client's retry.
+    ch.queue_delete(names.work.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let lost = job("k-retry");
+    assert!(deferrer.defer(&lost).await.is_err());
+    topology::declare(&ch, &names, MAX_ATTEMPTS, T)
+        .await
+        .unwrap();
+    let retry = job("k-retry");
+    assert_eq!(
+        deferrer.defer(&retry).await.unwrap(),
+        Deferred::Queued(retry.id)
+    );
 }

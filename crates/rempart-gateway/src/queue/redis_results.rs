@@ -29,6 +29,12 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
 ";
 
+/// Deletes the key only if it still names this job.
+const FORGET: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+";
+
 /// A [`ResultStore`] in Redis.
 #[derive(Clone)]
 pub struct RedisResults {
@@ -38,6 +44,7 @@ pub struct RedisResults {
     deadline: Duration,
     report: redis::Script,
     claim: redis::Script,
+    forget: redis::Script,
 }
 
 impl std::fmt::Debug for RedisResults {
@@ -77,6 +84,7 @@ impl RedisResults {
             deadline,
             report: redis::Script::new(REPORT),
             claim: redis::Script::new(CLAIM),
+            forget: redis::Script::new(FORGET),
         })
     }
 
@@ -166,5 +174,20 @@ impl ResultStore for RedisResults {
             )
             .await?;
         id.parse().map_err(StoreError)
+    }
+
+    async fn forget_key(&self, key: &str, id: JobId) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let rkey = format!("{}key:{key}", self.prefix);
+        let _: i64 = self
+            .within(
+                "freeing an Idempotency-Key",
+                self.forget
+                    .key(&rkey)
+                    .arg(id.to_string())
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(())
     }
 }

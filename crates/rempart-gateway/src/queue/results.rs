@@ -49,6 +49,14 @@ pub trait ResultStore: Send + Sync + 'static {
         candidate: JobId,
         now: SystemTime,
     ) -> impl Future<Output = Result<JobId, StoreError>> + Send;
+
+    /// Frees `key` if it still names `id`: the job was never queued (the
+    /// broker did not confirm), so the client's retry must get a new one.
+    fn forget_key(
+        &self,
+        key: &str,
+        id: JobId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A store shared between the gateway and its worker.
@@ -77,6 +85,14 @@ impl<S: ResultStore> ResultStore for std::sync::Arc<S> {
         now: SystemTime,
     ) -> impl Future<Output = Result<JobId, StoreError>> + Send {
         (**self).job_for_key(key, candidate, now)
+    }
+
+    fn forget_key(
+        &self,
+        key: &str,
+        id: JobId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).forget_key(key, id)
     }
 }
 
@@ -166,6 +182,14 @@ impl ResultStore for MemoryResults {
             }
         }
     }
+
+    async fn forget_key(&self, key: &str, id: JobId) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        if t.keys.get(key).is_some_and(|(named, _)| *named == id) {
+            t.keys.remove(key);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -241,5 +265,13 @@ mod tests {
         assert_eq!(s.job_for_key("other", b, t0()).await.unwrap(), b);
         let c = JobId::new(t0() + TTL);
         assert_eq!(s.job_for_key("k", c, t0() + TTL).await.unwrap(), c);
+        s.forget_key("k", a).await.unwrap();
+        assert_eq!(
+            s.job_for_key("k", b, t0() + TTL).await.unwrap(),
+            c,
+            "not a's any more"
+        );
+        s.forget_key("k", c).await.unwrap();
+        assert_eq!(s.job_for_key("k", b, t0() + TTL).await.unwrap(), b);
     }
 }
