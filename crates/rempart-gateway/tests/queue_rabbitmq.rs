@@ -523,3 +523,47 @@ async fn one_idempotency_key_queues_one_job_and_an_unconfirmed_one_is_not_accept
         Deferred::Queued(retry.id)
     );
 }
+
+/// Stored but not acked before a crash: the redelivery is acked without a
+/// second replay, so the upstream does not run a finished job twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_finished_job_is_not_replayed() {
+    let names = names("finished");
+    let (_cleanup, _conn, ch, publisher) = client(&names).await;
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let j = job("k-finished");
+    let done = JobState::Done(StoredAnswer {
+        status: 200,
+        content_type: None,
+        body: b"first".to_vec(),
+    });
+    store.report(j.id, done.clone(), now()).await.unwrap();
+    let upstream = Upstream::new(|_| ok("second"));
+    let worker = start(&names, upstream.clone(), store.clone()).await;
+    publisher.submit(&j).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got = ch
+            .queue_declare(
+                names.work.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        if got.message_count() == 0 || Instant::now() > until {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut counts = worker.stop().await;
+    assert_eq!(counts.duplicates, 1, "{counts:?}");
+    counts.duplicates = 0;
+    assert_eq!(counts, WorkerCounts::default(), "nothing else happened");
+    assert!(upstream.calls().is_empty());
+    assert_eq!(store.get(j.id, now()).await.unwrap(), Some(done));
+}
