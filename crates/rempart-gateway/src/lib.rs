@@ -24,6 +24,7 @@ pub mod health_check;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
+pub mod queue;
 pub mod redis_backend;
 mod retry_pause;
 pub mod router;

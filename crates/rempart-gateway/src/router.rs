@@ -57,7 +57,7 @@ impl Router {
     ///
     /// let route = |p: &str, s: &str| RouteConfig {
     ///     path_prefix: p.into(), service: s.into(),
-    ///     retry_non_idempotent: false, strip_prefix: false,
+    ///     retry_non_idempotent: false, strip_prefix: false, queue_methods: Vec::new(),
     /// };
     /// let names = ["api", "reports"];
     /// let router = Router::new(
@@ -109,6 +109,7 @@ mod tests {
                 service: (*p).into(),
                 retry_non_idempotent: false,
                 strip_prefix: true,
+                queue_methods: Vec::new(),
             })
             .collect();
         Router::new(&routes, |n| prefixes.iter().position(|p| *p == n))

@@ -44,6 +44,7 @@ pub use model::{
     GatewayConfig, HealthCheckConfig, JitterKind, RateLimitConfig, RetryConfig, RetryOn,
     RouteConfig, ServerConfig, ServiceConfig, UpstreamConfig,
 };
+pub use model::{QueueConfig, ResultsBackend};
 
 use reader::{Reader, position};
 

@@ -119,6 +119,38 @@ pub struct ServiceConfig {
     pub fallback: FallbackConfig,
     /// Active probes of each upstream host; `None`: passive ejection only.
     pub health_check: Option<HealthCheckConfig>,
+    /// Deferring requests to a queue (202 Accepted); `None`: never deferred.
+    pub queue: Option<QueueConfig>,
+}
+
+/// `queue = { ... }`: requests the service cannot answer now are kept in
+/// RabbitMQ and replayed by a worker (seed 002).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// The broker, `amqp://user:password@host:port/vhost`. Required.
+    pub amqp_url: String,
+    /// The work queue; the dead letters go to `NAME.dlq`, the waits to
+    /// `NAME.delay.N`. Default `SERVICE-jobs`.
+    pub name: String,
+    /// Replays in all before the job is dead-lettered. Default 5.
+    pub max_attempts: u32,
+    /// `backoff.initial`: the first wait. Default 1 s.
+    pub backoff_initial: Duration,
+    /// `backoff.max`: the largest wait. Default 60 s.
+    pub backoff_max: Duration,
+    /// How long a result (or a dead job) is kept for polls. Default 24 h.
+    pub result_ttl: Duration,
+    /// Where results are kept. Default memory.
+    pub results: ResultsBackend,
+}
+
+/// `queue.results`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultsBackend {
+    /// In this process only: a separate `rempart worker` cannot share them.
+    Memory,
+    /// In Redis at `[cache].redis_url`, shared by gateways and workers.
+    Redis,
 }
 
 /// `health_check = { ... }`: a `GET` to each upstream host every `interval`.
@@ -266,4 +298,6 @@ pub struct RouteConfig {
     pub retry_non_idempotent: bool,
     /// Remove `path_prefix` from the path sent upstream. Default false.
     pub strip_prefix: bool,
+    /// Methods that may be deferred to the service's `queue`. Default none.
+    pub queue_methods: Vec<http::Method>,
 }

@@ -4,6 +4,7 @@
 //! own keys and checks are in the file named after it.
 
 mod cache;
+mod queue;
 mod rate_limit;
 mod routes;
 mod server;
@@ -54,7 +55,8 @@ impl Reader<'_> {
             }
         }
         let cache = self.cache(top);
-        let (services, unnamed_service) = self.services(top);
+        let cache_in_redis = matches!(cache.backend, crate::config::CacheBackend::Redis { .. });
+        let (services, unnamed_service) = self.services(top, cache_in_redis);
         let routes = self.routes(top, &services, unnamed_service);
         GatewayConfig {
             server,

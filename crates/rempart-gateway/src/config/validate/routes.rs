@@ -40,6 +40,7 @@ impl Reader<'_> {
                     "service",
                     "retry_non_idempotent",
                     "strip_prefix",
+                    "queue_methods",
                 ],
             );
             let prefix = self.value(
@@ -83,12 +84,18 @@ impl Reader<'_> {
             }
             let retry_non_idempotent = self.bool(s, "retry_non_idempotent", false);
             let strip_prefix = self.bool(s, "strip_prefix", false);
+            let queued = service
+                .as_deref()
+                .and_then(|n| services.iter().find(|svc| svc.name == n))
+                .map(|svc| svc.queue.is_some());
+            let queue_methods = self.queue_methods(s, queued);
             if let (Some(path_prefix), Some(service)) = (prefix, service) {
                 out.push(RouteConfig {
                     path_prefix,
                     service,
                     retry_non_idempotent,
                     strip_prefix,
+                    queue_methods,
                 });
             }
         }

@@ -14,7 +14,11 @@ impl Reader<'_> {
     /// The `[[services]]` entries, and whether one had no usable name: a
     /// route naming it would only repeat that problem, so the routes hold
     /// back their unknown-service errors.
-    pub(super) fn services(&mut self, top: Section<'_>) -> (Vec<ServiceConfig>, bool) {
+    pub(super) fn services(
+        &mut self,
+        top: Section<'_>,
+        cache_in_redis: bool,
+    ) -> (Vec<ServiceConfig>, bool) {
         let entries = self.tables(top, "services");
         if entries.is_empty() && top.table.get("services").is_none() {
             self.problem(
@@ -33,7 +37,7 @@ impl Reader<'_> {
                 at,
                 path: &path,
             };
-            let svc = self.service(s);
+            let svc = self.service(s, cache_in_redis);
             unnamed_service |= svc.is_none();
             if let Some(svc) = svc {
                 if !seen.insert(svc.name.clone()) {
@@ -53,7 +57,7 @@ impl Reader<'_> {
         (out, unnamed_service)
     }
 
-    fn service(&mut self, s: Section<'_>) -> Option<ServiceConfig> {
+    fn service(&mut self, s: Section<'_>, cache_in_redis: bool) -> Option<ServiceConfig> {
         self.known_keys(
             s,
             &[
@@ -66,6 +70,7 @@ impl Reader<'_> {
                 "retry",
                 "fallback",
                 "health_check",
+                "queue",
             ],
         );
         let expected_name = "a name of letters, digits, '-' or '_' (it labels metrics)";
@@ -106,6 +111,7 @@ impl Reader<'_> {
         let retry = self.retry(s);
         let fallback = self.fallback(s, circuit_breaker.reset_timeout);
         let health_check = self.health_check(s);
+        let queue = self.queue(s, name.as_deref().unwrap_or("service"), cache_in_redis);
         Some(ServiceConfig {
             name: name?,
             upstreams,
@@ -116,6 +122,7 @@ impl Reader<'_> {
             retry,
             fallback,
             health_check,
+            queue,
         })
     }
 

@@ -1,0 +1,277 @@
+//! Where job states and results are kept for polls: idempotent per job id
+//! (the first final state wins), and an `Idempotency-Key` maps to the one
+//! job it created within the result time to live.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use super::decision::JobState;
+use super::job::JobId;
+
+/// The store could not be reached or answered nonsense.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "job results store: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Job states and results, each kept `result_ttl` after its last change.
+/// Time is passed in, so expiry is tested without waiting.
+pub trait ResultStore: Send + Sync + 'static {
+    /// The job's state, if known and not expired.
+    fn get(
+        &self,
+        id: JobId,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<JobState>, StoreError>> + Send;
+
+    /// Records `state` unless the job is already final, and returns the state
+    /// now kept: a duplicate delivery's result does not replace the first.
+    fn report(
+        &self,
+        id: JobId,
+        state: JobState,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<JobState, StoreError>> + Send;
+
+    /// The job `key` already names, or `candidate` once it is claimed for it:
+    /// the same `Idempotency-Key` twice gives one job.
+    fn job_for_key(
+        &self,
+        key: &str,
+        candidate: JobId,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<JobId, StoreError>> + Send;
+
+    /// Frees `key` if it still names `id`: the job was never queued (the
+    /// broker did not confirm), so the client's retry must get a new one.
+    fn forget_key(
+        &self,
+        key: &str,
+        id: JobId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A store shared between the gateway and its worker.
+impl<S: ResultStore> ResultStore for std::sync::Arc<S> {
+    fn get(
+        &self,
+        id: JobId,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<JobState>, StoreError>> + Send {
+        (**self).get(id, now)
+    }
+
+    fn report(
+        &self,
+        id: JobId,
+        state: JobState,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<JobState, StoreError>> + Send {
+        (**self).report(id, state, now)
+    }
+
+    fn job_for_key(
+        &self,
+        key: &str,
+        candidate: JobId,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<JobId, StoreError>> + Send {
+        (**self).job_for_key(key, candidate, now)
+    }
+
+    fn forget_key(
+        &self,
+        key: &str,
+        id: JobId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).forget_key(key, id)
+    }
+}
+
+/// An in-process [`ResultStore`] (the embedded default; lost on restart).
+#[derive(Debug)]
+pub struct MemoryResults {
+    ttl: Duration,
+    inner: Mutex<Tables>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    jobs: HashMap<JobId, (JobState, SystemTime)>,
+    keys: HashMap<String, (JobId, SystemTime)>,
+    next_sweep: Option<SystemTime>,
+}
+
+impl Tables {
+    /// Drops what expired, at most about four times per TTL, so the maps do
+    /// not grow with jobs nobody polls again.
+    fn sweep(&mut self, now: SystemTime, ttl: Duration) {
+        if self.next_sweep.is_some_and(|t| now < t) {
+            return;
+        }
+        self.jobs.retain(|_, (_, until)| now < *until);
+        self.keys.retain(|_, (_, until)| now < *until);
+        self.next_sweep = Some(now + ttl / 4);
+    }
+}
+
+impl MemoryResults {
+    /// A store keeping each entry `ttl` after its last change.
+    pub fn new(ttl: Duration) -> MemoryResults {
+        MemoryResults {
+            ttl,
+            inner: Mutex::new(Tables::default()),
+        }
+    }
+
+    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        // A panic elsewhere while holding the lock leaves consistent maps: every
+        // change is a single insert.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ResultStore for MemoryResults {
+    async fn get(&self, id: JobId, now: SystemTime) -> Result<Option<JobState>, StoreError> {
+        Ok(self
+            .tables()
+            .jobs
+            .get(&id)
+            .filter(|(_, until)| now < *until)
+            .map(|(state, _)| state.clone()))
+    }
+
+    async fn report(
+        &self,
+        id: JobId,
+        state: JobState,
+        now: SystemTime,
+    ) -> Result<JobState, StoreError> {
+        let mut t = self.tables();
+        t.sweep(now, self.ttl);
+        // A final state keeps its expiry: a duplicate does not prolong it.
+        let (kept, until) = match t.jobs.remove(&id) {
+            Some((old, until)) if now < until && old.is_final() => (old, until),
+            _ => (state, now + self.ttl),
+        };
+        t.jobs.insert(id, (kept.clone(), until));
+        Ok(kept)
+    }
+
+    async fn job_for_key(
+        &self,
+        key: &str,
+        candidate: JobId,
+        now: SystemTime,
+    ) -> Result<JobId, StoreError> {
+        let mut t = self.tables();
+        t.sweep(now, self.ttl);
+        match t.keys.get(key) {
+            Some((id, until)) if now < *until => Ok(*id),
+            _ => {
+                t.keys.insert(key.to_owned(), (candidate, now + self.ttl));
+                Ok(candidate)
+            }
+        }
+    }
+
+    async fn forget_key(&self, key: &str, id: JobId) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        if t.keys.get(key).is_some_and(|(named, _)| *named == id) {
+            t.keys.remove(key);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::decision::StoredAnswer;
+
+    const TTL: Duration = Duration::from_secs(86_400);
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000)
+    }
+
+    fn done(body: &str) -> JobState {
+        JobState::Done(StoredAnswer {
+            status: 200,
+            content_type: Some("text/plain".into()),
+            body: body.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn the_first_result_stored_wins() {
+        let s = MemoryResults::new(TTL);
+        let id = JobId::new(t0());
+        s.report(id, JobState::Queued, t0()).await.unwrap();
+        assert_eq!(
+            s.report(id, done("first"), t0()).await.unwrap(),
+            done("first")
+        );
+        assert_eq!(
+            s.report(id, done("second"), t0()).await.unwrap(),
+            done("first")
+        );
+        let stale = JobState::Retrying {
+            attempt: 3,
+            error: "late".into(),
+        };
+        assert_eq!(s.report(id, stale, t0()).await.unwrap(), done("first"));
+        assert_eq!(s.get(id, t0()).await.unwrap(), Some(done("first")));
+    }
+
+    #[tokio::test]
+    async fn results_expire_after_the_ttl_from_their_last_change() {
+        let s = MemoryResults::new(TTL);
+        let id = JobId::new(t0());
+        s.report(id, JobState::Queued, t0()).await.unwrap();
+        let t1 = t0() + TTL / 2;
+        s.report(id, done("x"), t1).await.unwrap();
+        // A duplicate result neither replaces nor prolongs the first.
+        s.report(id, done("y"), t1 + TTL / 2).await.unwrap();
+        assert!(
+            s.get(id, t1 + TTL - Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(s.get(id, t1 + TTL).await.unwrap(), None);
+        // Swept from memory on a later write, not only hidden.
+        s.report(JobId::new(t1 + TTL), JobState::Queued, t1 + TTL * 2)
+            .await
+            .unwrap();
+        assert_eq!(s.tables().jobs.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn one_idempotency_key_gives_one_job_within_the_ttl() {
+        let s = MemoryResults::new(TTL);
+        let a = JobId::new(t0());
+        let b = JobId::new(t0() + Duration::from_millis(1));
+        assert_eq!(s.job_for_key("k", a, t0()).await.unwrap(), a);
+        assert_eq!(s.job_for_key("k", b, t0() + TTL / 2).await.unwrap(), a);
+        assert_eq!(s.job_for_key("other", b, t0()).await.unwrap(), b);
+        let c = JobId::new(t0() + TTL);
+        assert_eq!(s.job_for_key("k", c, t0() + TTL).await.unwrap(), c);
+        s.forget_key("k", a).await.unwrap();
+        assert_eq!(
+            s.job_for_key("k", b, t0() + TTL).await.unwrap(),
+            c,
+            "not a's any more"
+        );
+        s.forget_key("k", c).await.unwrap();
+        assert_eq!(s.job_for_key("k", b, t0() + TTL).await.unwrap(), b);
+    }
+}

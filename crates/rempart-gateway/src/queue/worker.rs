@@ -1,0 +1,323 @@
+//! The consumer that replays deferred jobs.
+//!
+//! It never sleeps: a failed job is re-published to a delay queue and the
+//! original acked at once. Every ack comes after the job's fate is safe
+//! elsewhere (result stored, or message re-published with confirm), so a
+//! crash at any point redelivers instead of losing.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use rempart::clock::Clock;
+use rempart::rng::SplitMix64;
+use tokio::task::JoinSet;
+
+use super::decision::{
+    ATTEMPT_HEADER, Decision, JobState, ReplayOutcome, RetryPlan, attempt_of, decide,
+};
+use super::job::Job;
+use super::publish::{Publisher, header_int};
+use super::results::ResultStore;
+use super::topology::{self, QueueNames};
+use super::{BrokerError, deadline, wall_time};
+
+/// Sends a job to its service; the gateway plugs its policies in here
+/// (breaker, bulkhead, timeout), and tests a scripted upstream.
+pub trait Replayer: Send + Sync + 'static {
+    /// Replays `job` as attempt `attempt` (1-based).
+    fn replay(&self, job: &Job, attempt: u32) -> impl Future<Output = ReplayOutcome> + Send;
+}
+
+impl<R: Replayer> Replayer for Arc<R> {
+    fn replay(&self, job: &Job, attempt: u32) -> impl Future<Output = ReplayOutcome> + Send {
+        (**self).replay(job, attempt)
+    }
+}
+
+/// How a worker consumes.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// The service's queues.
+    pub names: QueueNames,
+    /// Attempts and backoff.
+    pub plan: RetryPlan,
+    /// Unacked deliveries held at once (also the replays in flight).
+    pub prefetch: u16,
+    /// The deadline on each broker operation.
+    pub broker_timeout: Duration,
+    /// Wall-clock time for result expiry (`UnixClock` in production).
+    pub clock: Arc<dyn Clock>,
+}
+
+/// What a worker did, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerCounts {
+    /// Jobs whose answer was stored.
+    pub done: u64,
+    /// Failed replays re-published to a delay queue.
+    pub retried: u64,
+    /// Jobs dead-lettered after their last attempt.
+    pub dead: u64,
+    /// Unreadable messages moved to the dead-letter queue.
+    pub poison: u64,
+    /// Redeliveries of jobs already final, acked without a replay.
+    pub duplicates: u64,
+    /// Deliveries handed back to the broker after an error of ours.
+    pub requeued: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    done: AtomicU64,
+    retried: AtomicU64,
+    dead: AtomicU64,
+    poison: AtomicU64,
+    duplicates: AtomicU64,
+    requeued: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WorkerCounts {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        WorkerCounts {
+            done: g(&self.done),
+            retried: g(&self.retried),
+            dead: g(&self.dead),
+            poison: g(&self.poison),
+            duplicates: g(&self.duplicates),
+            requeued: g(&self.requeued),
+        }
+    }
+}
+
+struct Shared<R, S> {
+    replayer: R,
+    store: S,
+    publisher: Publisher,
+    settings: WorkerSettings,
+    rng: Mutex<SplitMix64>,
+    counts: Counters,
+}
+
+/// A worker on one service's queues.
+pub struct Worker<R, S> {
+    // Kept so the connection lives as long as the worker; dropping the worker
+    // closes it and the broker hands unacked jobs to another.
+    _conn: Connection,
+    channel: Channel,
+    shared: Arc<Shared<R, S>>,
+}
+
+impl<R, S> std::fmt::Debug for Worker<R, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("queue", &self.shared.settings.names.work)
+            .field("counts", &self.shared.counts.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Replayer, S: ResultStore> Worker<R, S> {
+    /// Connects to `url`, declares the queues and sets the prefetch.
+    pub async fn connect(
+        url: &str,
+        settings: WorkerSettings,
+        replayer: R,
+        store: S,
+    ) -> Result<Worker<R, S>, BrokerError> {
+        let t = settings.broker_timeout;
+        let conn = topology::connect(url, t).await?;
+        let channel = deadline(t, "opening a channel", conn.create_channel()).await?;
+        topology::declare(&channel, &settings.names, settings.plan.max_attempts, t).await?;
+        deadline(
+            t,
+            "setting the prefetch",
+            channel.basic_qos(settings.prefetch.max(1), BasicQosOptions::default()),
+        )
+        .await?;
+        let publisher = Publisher::open(&conn, settings.names.clone(), t).await?;
+        Ok(Worker {
+            _conn: conn,
+            channel,
+            shared: Arc::new(Shared {
+                replayer,
+                store,
+                publisher,
+                settings,
+                rng: Mutex::new(SplitMix64::from_entropy()),
+                counts: Counters::default(),
+            }),
+        })
+    }
+
+    /// Consumes until `shutdown` resolves, then drains: no new deliveries,
+    /// the jobs in hand finish, and the rest go back to the broker when the
+    /// channel closes. Returns what it did.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<WorkerCounts, BrokerError> {
+        let t = self.shared.settings.broker_timeout;
+        let work = self.shared.settings.names.work.clone();
+        let mut consumer = deadline(
+            t,
+            &format!("consuming from {work}"),
+            self.channel.basic_consume(
+                work.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        let ended = loop {
+            tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        tasks.spawn(handle(Arc::clone(&self.shared), delivery));
+                    }
+                    Some(Err(e)) => break Err(BrokerError(format!("consuming from {work}: {e}"))),
+                    None => break Err(BrokerError(format!("the broker ended the consumer on {work}"))),
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        };
+        // Stop deliveries first so draining ends; those already buffered
+        // return to the queue when the channel closes.
+        drop(consumer);
+        while tasks.join_next().await.is_some() {}
+        let _ = deadline(
+            t,
+            "closing the channel",
+            self.channel.close(200, "drained".into()),
+        )
+        .await;
+        ended.map(|()| self.shared.counts.snapshot())
+    }
+}
+
+/// One delivery, start to ack. On an error of ours it is nacked back to the
+/// queue: replayed again rather than lost.
+async fn handle<R: Replayer, S: ResultStore>(shared: Arc<Shared<R, S>>, delivery: Delivery) {
+    let t = shared.settings.broker_timeout;
+    let attempt = attempt_of(header_int(&delivery.properties, ATTEMPT_HEADER));
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.to_string());
+    let settled = match settle(&shared, &delivery, attempt, message_id.as_deref()).await {
+        Ok(()) => deadline(t, "acking", delivery.acker.ack(BasicAckOptions::default())).await,
+        Err(e) => {
+            tracing::warn!(job = ?message_id, attempt, error = %e, "job handed back to the queue");
+            shared.counts.requeued.fetch_add(1, Ordering::Relaxed);
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            deadline(t, "nacking", delivery.acker.nack(requeue)).await
+        }
+    };
+    if let Err(e) = settled {
+        // The channel is gone: the broker redelivers the message itself.
+        tracing::warn!(job = ?message_id, error = %e, "delivery not settled; it will be redelivered");
+    }
+}
+
+/// Decides the delivery's fate and makes it safe; `Ok` means it can be acked.
+async fn settle<R: Replayer, S: ResultStore>(
+    shared: &Shared<R, S>,
+    delivery: &Delivery,
+    attempt: u32,
+    message_id: Option<&str>,
+) -> Result<(), String> {
+    let now = || wall_time(&*shared.settings.clock);
+    let job = match Job::decode(&delivery.data) {
+        Ok(job) => job,
+        Err(reason) => {
+            let reason = format!("poison: {reason}");
+            tracing::warn!(job = ?message_id, %reason, "unreadable message dead-lettered");
+            let p = &shared.publisher;
+            p.dead(&delivery.data, message_id, attempt, &reason)
+                .await
+                .map_err(|e| e.to_string())?;
+            shared.counts.poison.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+    };
+    // Stored but not acked before a crash: do not replay a finished job.
+    let known = shared
+        .store
+        .get(job.id, now())
+        .await
+        .map_err(|e| e.to_string())?;
+    if known.is_some_and(|s| s.is_final()) {
+        shared.counts.duplicates.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    let outcome = shared.replayer.replay(&job, attempt).await;
+    let decision = {
+        let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
+        decide(&shared.settings.plan, attempt, outcome, &mut *rng)
+    };
+    let id = job.id.to_string();
+    match decision {
+        Decision::Done(answer) => {
+            // The result must be stored before the ack: otherwise a crash
+            // between the two loses it.
+            let state = JobState::Done(answer);
+            shared
+                .store
+                .report(job.id, state, now())
+                .await
+                .map_err(|e| e.to_string())?;
+            shared.counts.done.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        Decision::Retry {
+            delay,
+            attempt,
+            error,
+        } => {
+            shared
+                .publisher
+                .delay(&delivery.data, Some(&id), attempt, delay, &error)
+                .await
+                .map_err(|e| e.to_string())?;
+            shared.counts.retried.fetch_add(1, Ordering::Relaxed);
+            record(shared, &job, JobState::Retrying { attempt, error }).await;
+        }
+        Decision::DeadLetter { reason } | Decision::Poison { reason } => {
+            shared
+                .publisher
+                .dead(&delivery.data, Some(&id), attempt, &reason)
+                .await
+                .map_err(|e| e.to_string())?;
+            shared.counts.dead.fetch_add(1, Ordering::Relaxed);
+            record(shared, &job, JobState::Dead { error: reason }).await;
+        }
+    }
+    Ok(())
+}
+
+/// Records a state for polls once the message is safe in a delay or dead
+/// queue: a failure here only leaves the poll behind, so it is logged.
+async fn record<R: Replayer, S: ResultStore>(shared: &Shared<R, S>, job: &Job, state: JobState) {
+    if let Err(e) = shared
+        .store
+        .report(job.id, state, wall_time(&*shared.settings.clock))
+        .await
+    {
+        tracing::warn!(job = %job.id, error = %e, "job state not recorded");
+    }
+}

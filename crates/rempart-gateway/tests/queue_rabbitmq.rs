@@ -1,0 +1,569 @@
+//! The deferred-job worker against a real RabbitMQ on 127.0.0.1:5672
+//! (guest/guest). Each test uses queues of its own and deletes them.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rempart::clock::UnixClock;
+use rempart_gateway::queue::wall_time;
+use tokio::time::Instant;
+
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeleteOptions};
+use lapin::{BasicProperties, Channel, Connection};
+use rempart_gateway::queue::decision::{
+    ATTEMPT_HEADER, JobState, ReplayOutcome, RetryPlan, StoredAnswer,
+};
+use rempart_gateway::queue::job::{Job, JobId};
+use rempart_gateway::queue::publish::{DEAD_REASON_HEADER, Publisher, header_int, header_text};
+use rempart_gateway::queue::results::{MemoryResults, ResultStore};
+use rempart_gateway::queue::topology::{self, QueueNames};
+use rempart_gateway::queue::worker::{Replayer, Worker, WorkerCounts, WorkerSettings};
+use tokio::sync::{Notify, oneshot};
+
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const T: Duration = Duration::from_secs(5);
+const MAX_ATTEMPTS: u32 = 5;
+
+fn now() -> SystemTime {
+    wall_time(&UnixClock::new())
+}
+
+fn names(test: &str) -> QueueNames {
+    let nanos = now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    QueueNames::new(&format!("rq-{test}-{}-{nanos}", std::process::id()))
+}
+
+fn settings(names: &QueueNames) -> WorkerSettings {
+    WorkerSettings {
+        names: names.clone(),
+        plan: RetryPlan::exponential(
+            MAX_ATTEMPTS,
+            Duration::from_millis(50),
+            Duration::from_millis(400),
+        )
+        .unwrap(),
+        prefetch: 8,
+        broker_timeout: T,
+        clock: Arc::new(UnixClock::new()),
+    }
+}
+
+/// One replay as the upstream saw it.
+#[derive(Debug, Clone)]
+struct Call {
+    at: Instant,
+    attempt: u32,
+    id: JobId,
+    idempotency_key: Option<String>,
+}
+
+type Script = dyn Fn(u32) -> ReplayOutcome + Send + Sync;
+
+/// An upstream answering from a script by attempt, recording each call.
+struct Upstream {
+    calls: Mutex<Vec<Call>>,
+    script: Box<Script>,
+    pause: Duration,
+    started: Notify,
+}
+
+impl Upstream {
+    fn new(script: impl Fn(u32) -> ReplayOutcome + Send + Sync + 'static) -> Arc<Upstream> {
+        Arc::new(Upstream {
+            calls: Mutex::new(Vec::new()),
+            script: Box::new(script),
+            pause: Duration::ZERO,
+            started: Notify::new(),
+        })
+    }
+
+    /// An upstream answering `body` after `pause` (an hour: it never does
+    /// within a test, so a worker can be killed mid-job).
+    fn slow(pause: Duration, body: &'static str) -> Arc<Upstream> {
+        Arc::new(Upstream {
+            calls: Mutex::new(Vec::new()),
+            script: Box::new(move |_| ok(body)),
+            pause,
+            started: Notify::new(),
+        })
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Replayer for Upstream {
+    async fn replay(&self, job: &Job, attempt: u32) -> ReplayOutcome {
+        self.calls.lock().unwrap().push(Call {
+            at: Instant::now(),
+            attempt,
+            id: job.id,
+            idempotency_key: job.idempotency_key.clone(),
+        });
+        self.started.notify_one();
+        tokio::time::sleep(self.pause).await;
+        (self.script)(attempt)
+    }
+}
+
+fn ok(body: &str) -> ReplayOutcome {
+    ReplayOutcome::Answered(StoredAnswer {
+        status: 200,
+        content_type: Some("application/json".into()),
+        body: body.as_bytes().to_vec(),
+    })
+}
+
+fn job(key: &str) -> Job {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("idempotency-key", key.parse().unwrap());
+    headers.insert("content-type", "image/png".parse().unwrap());
+    Job::capture(
+        JobId::new(now()),
+        &http::Method::POST,
+        &"/optimize?q=1".parse().unwrap(),
+        &headers,
+        b"\x89PNG".to_vec(),
+    )
+    .unwrap()
+}
+
+/// A running worker and the way to stop it.
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<WorkerCounts>,
+}
+
+async fn start(names: &QueueNames, upstream: Arc<Upstream>, store: Arc<MemoryResults>) -> Running {
+    let worker = Worker::connect(AMQP, settings(names), upstream, store)
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672 (guest/guest)");
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("the worker ran")
+    });
+    Running { stop, task }
+}
+
+impl Running {
+    async fn stop(self) -> WorkerCounts {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the worker drains")
+            .unwrap()
+    }
+}
+
+async fn client(names: &QueueNames) -> (Cleanup, Connection, Channel, Publisher) {
+    let cleanup = Cleanup(names.clone());
+    let conn = topology::connect(AMQP, T).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    topology::declare(&ch, names, MAX_ATTEMPTS, T)
+        .await
+        .unwrap();
+    let p = Publisher::open(&conn, names.clone(), T).await.unwrap();
+    (cleanup, conn, ch, p)
+}
+
+/// Waits up to 20 s for a message in the dead-letter queue.
+async fn dead_letter(ch: &Channel, names: &QueueNames) -> lapin::message::BasicGetMessage {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = ch
+            .basic_get(names.dead.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if let Some(m) = got {
+            return m;
+        }
+        assert!(Instant::now() < until, "nothing reached {}", names.dead);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn final_state(store: &MemoryResults, id: JobId) -> JobState {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = store.get(id, now()).await.unwrap()
+            && s.is_final()
+        {
+            return s;
+        }
+        assert!(Instant::now() < until, "job {id} never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Deletes the test's queues when dropped, even when the test failed:
+/// on a thread of its own, since the test's runtime may be unwinding.
+struct Cleanup(QueueNames);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let names = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let conn = topology::connect(AMQP, T).await.unwrap();
+                let ch = conn.create_channel().await.unwrap();
+                for q in names.all(MAX_ATTEMPTS) {
+                    let _ = ch
+                        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_failing_forever_is_dead_lettered_after_exactly_max_attempts_within_jitter_bounds() {
+    let names = names("forever");
+    let (_cleanup, _conn, ch, publisher) = client(&names).await;
+    let upstream = Upstream::new(|_| ReplayOutcome::Failed("503 from optimizer".into()));
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let worker = start(&names, upstream.clone(), store.clone()).await;
+
+    let j = job("k-forever");
+    publisher.submit(&j).await.unwrap();
+    let dead = dead_letter(&ch, &names).await;
+    // Long enough for a sixth attempt to show up if the count were wrong.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let counts = worker.stop().await;
+
+    let calls = upstream.calls();
+    let attempts: Vec<u32> = calls.iter().map(|c| c.attempt).collect();
+    assert_eq!(attempts, [1, 2, 3, 4, 5], "{calls:?}");
+    assert_eq!((counts.retried, counts.dead), (4, 1));
+    let plan = settings(&names).plan;
+    // Loaded CI boxes add latency; a wait can never be shorter than d/2.
+    let slack = Duration::from_millis(400);
+    for pair in calls.windows(2) {
+        let waited = pair[1].at - pair[0].at;
+        let (lo, hi) = plan.delay_bounds(pair[0].attempt);
+        assert!(
+            waited >= lo && waited <= hi + slack,
+            "attempt {} came {waited:?} after the previous one, outside [{lo:?}, {hi:?}] (+{slack:?})",
+            pair[1].attempt
+        );
+    }
+    let props = &dead.delivery.properties;
+    assert_eq!(header_int(props, ATTEMPT_HEADER), Some(5));
+    let reason = header_text(props, DEAD_REASON_HEADER).unwrap();
+    assert!(
+        reason.contains("503 from optimizer") && reason.contains("5 attempts"),
+        "{reason}"
+    );
+    assert_eq!(
+        Job::decode(&dead.delivery.data).unwrap(),
+        j,
+        "the job is kept whole"
+    );
+    assert!(matches!(
+        final_state(&store, j.id).await,
+        JobState::Dead { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_fails_then_succeeds_completes_with_its_result_stored_once() {
+    let names = names("recovers");
+    let (_cleanup, _conn, ch, publisher) = client(&names).await;
+    let upstream = Upstream::new(|attempt| {
+        if attempt < 3 {
+            ReplayOutcome::Failed("connection refused".into())
+        } else {
+            ok(&format!("{{\"optimized_by_attempt\":{attempt}}}"))
+        }
+    });
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let worker = start(&names, upstream.clone(), store.clone()).await;
+
+    let j = job("k-recovers");
+    publisher.submit(&j).await.unwrap();
+    let state = final_state(&store, j.id).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts = worker.stop().await;
+
+    let JobState::Done(answer) = state else {
+        panic!("{state:?}")
+    };
+    assert_eq!(answer.body, b"{\"optimized_by_attempt\":3}");
+    assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+    assert_eq!(upstream.calls().len(), 3);
+    assert_eq!((counts.done, counts.retried, counts.dead), (1, 2, 0));
+    let dlq = ch
+        .basic_get(names.dead.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    assert!(dlq.is_none(), "a completed job is not dead-lettered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_lands_in_the_dead_letter_queue_at_once() {
+    let names = names("poison");
+    let (_cleanup, conn, ch, _publisher) = client(&names).await;
+    let upstream = Upstream::new(|_| ok("never"));
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let worker = start(&names, upstream.clone(), store).await;
+
+    let confirm_ch = conn.create_channel().await.unwrap();
+    confirm_ch
+        .basic_publish(
+            "".into(),
+            names.work.as_str().into(),
+            BasicPublishOptions::default(),
+            b"{\"not\": \"a job\"}",
+            BasicProperties::default().with_message_id("garbage-1".into()),
+        )
+        .await
+        .unwrap();
+    let dead = dead_letter(&ch, &names).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = worker.stop().await;
+
+    assert_eq!(
+        dead.delivery.data, b"{\"not\": \"a job\"}",
+        "kept byte for byte"
+    );
+    let reason = header_text(&dead.delivery.properties, DEAD_REASON_HEADER).unwrap();
+    assert!(reason.starts_with("poison: "), "{reason}");
+    assert_eq!(
+        dead.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str()),
+        Some("garbage-1")
+    );
+    assert!(upstream.calls().is_empty(), "poison is never replayed");
+    assert_eq!((counts.poison, counts.retried), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_loses_nothing_and_the_job_completes_once() {
+    let names = names("killed");
+    let (_cleanup, _conn, _ch, publisher) = client(&names).await;
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let stuck = Upstream::slow(Duration::from_secs(3600), "never");
+    let first = start(&names, stuck.clone(), store.clone()).await;
+
+    let j = job("k-killed");
+    publisher.submit(&j).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stuck.started.notified())
+        .await
+        .expect("the first worker took the job");
+    // Killed without an ack: its connection closes and the broker redelivers.
+    first.task.abort();
+    let _ = first.task.await;
+
+    let healthy = Upstream::new(|_| ok("{\"done\":true}"));
+    let second = start(&names, healthy.clone(), store.clone()).await;
+    let state = final_state(&store, j.id).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = second.stop().await;
+
+    assert!(matches!(state, JobState::Done(ref a) if a.body == b"{\"done\":true}"));
+    let calls = healthy.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].id, j.id, "the replay carries the same job id");
+    assert_eq!(calls[0].idempotency_key.as_deref(), Some("k-killed"));
+    assert_eq!(calls[0].attempt, 1, "a crash is not a failed attempt");
+    assert_eq!((counts.done, counts.duplicates), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_drains_the_job_in_hand_before_returning() {
+    let names = names("drain");
+    let (_cleanup, _conn, ch, publisher) = client(&names).await;
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let upstream = Upstream::slow(Duration::from_millis(300), "{\"late\":true}");
+    let worker = start(&names, upstream.clone(), store.clone()).await;
+
+    let j = job("k-drain");
+    publisher.submit(&j).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), upstream.started.notified())
+        .await
+        .expect("the worker took the job");
+    let counts = worker.stop().await;
+
+    assert_eq!(
+        counts.done, 1,
+        "the job in hand finished before the worker returned"
+    );
+    let stored = store.get(j.id, now()).await.unwrap();
+    assert!(matches!(stored, Some(JobState::Done(ref a)) if a.body == b"{\"late\":true}"));
+    let left = ch
+        .basic_get(names.work.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    assert!(
+        left.is_none(),
+        "the finished job was acked, not left for a redelivery"
+    );
+}
+
+/// The Redis store keeps the same promises as the memory one, across
+/// connections (a gateway and a worker each have their own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_results_keep_the_first_final_state_and_one_job_per_key() {
+    use rempart_gateway::queue::redis_results::RedisResults;
+    let prefix = format!(
+        "rq-test:{}:{}:",
+        std::process::id(),
+        now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let connect = || {
+        RedisResults::connect(
+            "redis://127.0.0.1:6379",
+            &prefix,
+            Duration::from_secs(60),
+            T,
+        )
+    };
+    let (a, b) = (
+        connect().await.expect("Redis on 6379"),
+        connect().await.unwrap(),
+    );
+    let id = JobId::new(now());
+    let first = JobState::Done(StoredAnswer {
+        status: 200,
+        content_type: Some("image/png".into()),
+        body: b"\x89PNG\0".to_vec(),
+    });
+    a.report(id, JobState::Queued, now()).await.unwrap();
+    assert_eq!(b.get(id, now()).await.unwrap(), Some(JobState::Queued));
+    assert_eq!(a.report(id, first.clone(), now()).await.unwrap(), first);
+    let late = JobState::Retrying {
+        attempt: 2,
+        error: "late".into(),
+    };
+    assert_eq!(b.report(id, late, now()).await.unwrap(), first);
+    assert_eq!(b.get(id, now()).await.unwrap(), Some(first));
+    assert_eq!(a.get(JobId::new(now()), now()).await.unwrap(), None);
+
+    let (j1, j2) = (JobId::new(now()), JobId::new(now()));
+    assert_eq!(a.job_for_key("k", j1, now()).await.unwrap(), j1);
+    assert_eq!(b.job_for_key("k", j2, now()).await.unwrap(), j1);
+    b.forget_key("k", j2).await.unwrap();
+    assert_eq!(
+        a.job_for_key("k", j2, now()).await.unwrap(),
+        j1,
+        "only its own job frees a key"
+    );
+    b.forget_key("k", j1).await.unwrap();
+    assert_eq!(a.job_for_key("k", j2, now()).await.unwrap(), j2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_queues_one_job_and_an_unconfirmed_one_is_not_accepted() {
+    use rempart_gateway::queue::defer::{Deferred, Deferrer};
+    let names = names("defer");
+    let (_cleanup, _conn, ch, publisher) = client(&names).await;
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let deferrer = Deferrer::new(publisher, store.clone(), Arc::new(UnixClock::new()));
+
+    let first = job("k-same");
+    let again = job("k-same");
+    assert_eq!(
+        deferrer.defer(&first).await.unwrap(),
+        Deferred::Queued(first.id)
+    );
+    assert_eq!(
+        deferrer.defer(&again).await.unwrap(),
+        Deferred::Existing(first.id)
+    );
+    assert_eq!(
+        store.get(first.id, now()).await.unwrap(),
+        Some(JobState::Queued)
+    );
+    let queued = ch
+        .queue_declare(
+            names.work.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued.message_count(), 1, "one message for one key");
+
+    // The broker cannot take it (the queue is gone): no 202, and the key is
+    // free for the client's retry.
+    ch.queue_delete(names.work.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let lost = job("k-retry");
+    assert!(deferrer.defer(&lost).await.is_err());
+    topology::declare(&ch, &names, MAX_ATTEMPTS, T)
+        .await
+        .unwrap();
+    let retry = job("k-retry");
+    assert_eq!(
+        deferrer.defer(&retry).await.unwrap(),
+        Deferred::Queued(retry.id)
+    );
+}
+
+/// Stored but not acked before a crash: the redelivery is acked without a
+/// second replay, so the upstream does not run a finished job twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_finished_job_is_not_replayed() {
+    let names = names("finished");
+    let (_cleanup, _conn, ch, publisher) = client(&names).await;
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let j = job("k-finished");
+    let done = JobState::Done(StoredAnswer {
+        status: 200,
+        content_type: None,
+        body: b"first".to_vec(),
+    });
+    store.report(j.id, done.clone(), now()).await.unwrap();
+    let upstream = Upstream::new(|_| ok("second"));
+    let worker = start(&names, upstream.clone(), store.clone()).await;
+    publisher.submit(&j).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got = ch
+            .queue_declare(
+                names.work.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        if got.message_count() == 0 || Instant::now() > until {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut counts = worker.stop().await;
+    assert_eq!(counts.duplicates, 1, "{counts:?}");
+    counts.duplicates = 0;
+    assert_eq!(counts, WorkerCounts::default(), "nothing else happened");
+    assert!(upstream.calls().is_empty());
+    assert_eq!(store.get(j.id, now()).await.unwrap(), Some(done));
+}
