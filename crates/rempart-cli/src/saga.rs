@@ -87,7 +87,7 @@ pub(crate) fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, u8> {
 
 type Failure = (u8, String);
 
-fn db_failure(e: DbError) -> Failure {
+pub(crate) fn db_failure(e: DbError) -> Failure {
     let code = if e.is_usage() {
         EXIT_USAGE
     } else {
