@@ -303,13 +303,14 @@ async fn a_jetstream_outage_loses_nothing_and_the_inbox_applies_each_message_onc
     let pool = tables(&t).await;
     let nats = NatsServer::start().await;
     let prefix = unique("t");
-    let dest = NatsDestination::connect(
-        &nats.url(),
-        Routing::prefixed(&prefix),
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let url = nats.url();
+    let relay_on = async || {
+        let dest =
+            NatsDestination::connect(&url, Routing::prefixed(&prefix), Duration::from_secs(2))
+                .await
+                .unwrap();
+        spawn_relay(Arc::new(Relay::new(store.clone(), dest, outage_config())))
+    };
     let consumer_client = async_nats::connect(nats.url()).await.unwrap();
     let js = jetstream::new(consumer_client);
     let stream_config = jetstream::stream::Config {
@@ -333,8 +334,7 @@ async fn a_jetstream_outage_loses_nothing_and_the_inbox_applies_each_message_onc
         })
         .await
         .unwrap();
-    let relay = Arc::new(Relay::new(store.clone(), dest, outage_config()));
-    let (stop_relay, relay_task) = spawn_relay(relay);
+    let relay = tokio::sync::Mutex::new(Some(relay_on().await));
     let (stop, stopped) = watch::channel(false);
     let consumer_pool = pool.clone();
     // Polled beside the story, not spawned: the handler's future is not
@@ -357,20 +357,31 @@ async fn a_jetstream_outage_loses_nothing_and_the_inbox_applies_each_message_onc
         }
     };
 
+    // The relay lives through the outage, then is replaced by a new one: its
+    // NATS client buffers publishes while disconnected and would flush them
+    // on reconnect, which would hide a relay marking rows it never got acked.
+    let stop_relay = async || {
+        let (stop_relay, relay_task) = relay.lock().await.take().unwrap();
+        let _ = stop_relay.send(());
+        relay_task.await.unwrap().unwrap();
+    };
     let server = tokio::sync::Mutex::new(nats);
     let story = async {
         through_an_outage(
             &pool,
             &store,
             async || server.lock().await.stop().await,
-            async || server.lock().await.restart().await,
+            async || {
+                stop_relay().await;
+                server.lock().await.restart().await;
+                *relay.lock().await = Some(relay_on().await);
+            },
         )
         .await;
         stop.send_replace(true);
     };
     tokio::join!(story, consumer);
-    let _ = stop_relay.send(());
-    relay_task.await.unwrap().unwrap();
+    stop_relay().await;
     drop(server);
 }
 
