@@ -15,7 +15,7 @@ use rempart_outbox::{
     RelayConfig, Routing,
 };
 
-use crate::saga::{db_failure, runtime};
+use crate::saga::{db_failure, existing_sqlite, runtime};
 use crate::{EXIT_FAILURE, EXIT_USAGE};
 
 /// Test hook for the crash tests: the relay process exits (code 86, no
@@ -126,15 +126,7 @@ pub(crate) fn run(cmd: OutboxCommand) -> u8 {
 /// Opens the outbox's database and migrates its schema. A missing SQLite
 /// file is a typo, not a database to create.
 async fn open(url: &str, connect_timeout: Duration) -> Result<OutboxStore, Failure> {
-    if let Some(path) = url.strip_prefix("sqlite://")
-        && !path.is_empty()
-        && !std::path::Path::new(path).exists()
-    {
-        return Err((
-            EXIT_USAGE,
-            format!("{url}: no such file; give the path of the service's SQLite database"),
-        ));
-    }
+    existing_sqlite(url, "the service's")?;
     let opts = OpenOptions {
         connect_timeout,
         ..OpenOptions::default()

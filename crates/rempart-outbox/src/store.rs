@@ -237,8 +237,13 @@ impl OutboxStore {
 
     /// Rows waiting to be published (not dead letters).
     pub async fn pending(&self) -> Result<u64, DbError> {
+        self.count("pending").await
+    }
+
+    async fn count(&self, state: &str) -> Result<u64, DbError> {
         with_pool!(self.db, pool => {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = $1")
+                .bind(state)
                 .fetch_one(pool)
                 .await
                 .map_err(|e| self.err(e))?;
@@ -309,13 +314,7 @@ impl OutboxStore {
 
     /// How many rows are dead letters.
     pub async fn dead_count(&self) -> Result<u64, DbError> {
-        with_pool!(self.db, pool => {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'dead'")
-                .fetch_one(pool)
-                .await
-                .map_err(|e| self.err(e))?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
+        self.count("dead").await
     }
 
     /// Up to `limit` dead letters, by aggregate and `seq`.
