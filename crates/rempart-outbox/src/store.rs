@@ -14,6 +14,9 @@ use crate::schema::OUTBOX_SCHEMA;
 /// aggregates in `seq` order. On PostgreSQL `{lock}` locks the heads with
 /// `SKIP LOCKED`, so a relay holding an aggregate's head holds the aggregate
 /// until its transaction ends, and other relays take other aggregates.
+/// Ordered by `created_at` alone, so PostgreSQL walks `outbox_pending_age`
+/// and stops at the limit (adding `seq` made it sort the whole backlog:
+/// 64 ms instead of 5 ms for 1,024 heads of 20,000 rows).
 pub(crate) const CLAIM: &str = "
 WITH heads AS (
   SELECT o.id, o.aggregate_type, o.aggregate_id FROM outbox o
@@ -21,7 +24,7 @@ WITH heads AS (
     AND NOT EXISTS (SELECT 1 FROM outbox p
                     WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id
                       AND p.state = 'pending' AND p.seq < o.seq)
-  ORDER BY o.created_at, o.seq
+  ORDER BY o.created_at
   LIMIT $2 {lock}
 )
 SELECT id, aggregate_type, aggregate_id, seq, event_type, payload, headers, attempts, created_ms FROM (
