@@ -87,7 +87,7 @@ pub(crate) fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, u8> {
 
 type Failure = (u8, String);
 
-fn db_failure(e: DbError) -> Failure {
+pub(crate) fn db_failure(e: DbError) -> Failure {
     let code = if e.is_usage() {
         EXIT_USAGE
     } else {
@@ -117,17 +117,23 @@ fn parse_id(id: &str) -> Result<Uuid, Failure> {
     })
 }
 
-async fn open(url: &str) -> Result<SqlSagaStore, Failure> {
-    // An operator's typo must not create an empty database somewhere.
+/// An operator's typo must not create an empty database somewhere: a
+/// `sqlite://` URL must name an existing file (`whose`: "the engine's").
+pub(crate) fn existing_sqlite(url: &str, whose: &str) -> Result<(), Failure> {
     if let Some(path) = url.strip_prefix("sqlite://")
         && !path.is_empty()
         && !std::path::Path::new(path).exists()
     {
         return Err((
             EXIT_USAGE,
-            format!("{url}: no such file; give the path of the engine's SQLite database"),
+            format!("{url}: no such file; give the path of {whose} SQLite database"),
         ));
     }
+    Ok(())
+}
+
+async fn open(url: &str) -> Result<SqlSagaStore, Failure> {
+    existing_sqlite(url, "the engine's")?;
     let db = Db::open(url).await.map_err(db_failure)?;
     db.migrate(&SAGA_SCHEMA).await.map_err(db_failure)?;
     Ok(SqlSagaStore::new(db))

@@ -60,8 +60,10 @@ pub struct ConsumeError {
 }
 
 /// Applies one message in a transaction of its own through the inbox, and
-/// commits; `Err` leaves nothing behind (the transaction rolls back).
-async fn apply<DB, H, E>(
+/// commits; `Err` leaves nothing behind (the transaction rolls back). The
+/// brokers' helpers call it; call it for a source of your own, and ack
+/// that source only after it returns `Ok`.
+pub async fn apply_incoming<DB, H, E>(
     pool: &Pool<DB>,
     consumer: &str,
     incoming: &Incoming,
@@ -160,7 +162,7 @@ where
             headers,
             payload: msg.payload.clone(),
         };
-        let r = apply(pool, consumer, &incoming, handler).await;
+        let r = apply_incoming(pool, consumer, &incoming, handler).await;
         count(&mut c, &r, consumer, &incoming.id);
         let ack = match r {
             Ok(_) => msg.ack().await,
@@ -229,7 +231,7 @@ where
             headers,
             payload: Bytes::from(d.data.clone()),
         };
-        let r = apply(pool, consumer, &incoming, handler).await;
+        let r = apply_incoming(pool, consumer, &incoming, handler).await;
         count(&mut c, &r, consumer, &incoming.id);
         let ack = match r {
             Ok(_) => d.acker.ack(BasicAckOptions::default()).await,

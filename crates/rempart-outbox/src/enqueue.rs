@@ -50,35 +50,62 @@ const NEXT_SEQ: &str =
 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_seq = outbox_sequences.last_seq + 1
 RETURNING last_seq";
 
+// PostgreSQL: the same two writes in one statement (one round trip, not
+// two); SQLite has no data-modifying CTE, and no network to save.
+const ENQUEUE_PG: &str = "WITH s AS (
+  INSERT INTO outbox_sequences (aggregate_type, aggregate_id, last_seq) VALUES ($2, $3, 1)
+  ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_seq = outbox_sequences.last_seq + 1
+  RETURNING last_seq)
+INSERT INTO outbox (id, aggregate_type, aggregate_id, seq, event_type, payload, headers)
+SELECT $1, $2, $3, s.last_seq, $4, $5, $6 FROM s
+RETURNING seq";
+
 const INSERT: &str =
     "INSERT INTO outbox (id, aggregate_type, aggregate_id, seq, event_type, payload, headers)
 VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 const RECORD: &str = "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT (consumer, message_id) DO NOTHING";
 
+macro_rules! enqueue_in {
+    (one_statement, $tx:ident, $m:ident) => {
+        sqlx::query_scalar(ENQUEUE_PG)
+            .bind($m.id)
+            .bind(&$m.aggregate_type)
+            .bind(&$m.aggregate_id)
+            .bind(&$m.event_type)
+            .bind(Json(&$m.payload))
+            .bind(Json(&$m.headers))
+            .fetch_one(&mut **$tx)
+            .await
+    };
+    (two_statements, $tx:ident, $m:ident) => {{
+        let seq: i64 = sqlx::query_scalar(NEXT_SEQ)
+            .bind(&$m.aggregate_type)
+            .bind(&$m.aggregate_id)
+            .fetch_one(&mut **$tx)
+            .await?;
+        sqlx::query(INSERT)
+            .bind($m.id)
+            .bind(&$m.aggregate_type)
+            .bind(&$m.aggregate_id)
+            .bind(seq)
+            .bind(&$m.event_type)
+            .bind(Json(&$m.payload))
+            .bind(Json(&$m.headers))
+            .execute(&mut **$tx)
+            .await?;
+        Ok(seq)
+    }};
+}
+
 macro_rules! backend {
-    ($db:ty) => {
+    ($db:ty, $enqueue:ident) => {
         impl Backend for $db {
             async fn enqueue(
                 tx: &mut Transaction<'_, Self>,
                 m: &Message,
             ) -> Result<i64, sqlx::Error> {
-                let seq: i64 = sqlx::query_scalar(NEXT_SEQ)
-                    .bind(&m.aggregate_type)
-                    .bind(&m.aggregate_id)
-                    .fetch_one(&mut **tx)
-                    .await?;
-                sqlx::query(INSERT)
-                    .bind(m.id)
-                    .bind(&m.aggregate_type)
-                    .bind(&m.aggregate_id)
-                    .bind(seq)
-                    .bind(&m.event_type)
-                    .bind(Json(&m.payload))
-                    .bind(Json(&m.headers))
-                    .execute(&mut **tx)
-                    .await?;
-                Ok(seq)
+                enqueue_in!($enqueue, tx, m)
             }
 
             async fn record_delivery(
@@ -97,8 +124,8 @@ macro_rules! backend {
     };
 }
 
-backend!(Postgres);
-backend!(Sqlite);
+backend!(Postgres, one_statement);
+backend!(Sqlite, two_statements);
 
 /// The producer side: messages written in the same transaction as the
 /// business change, so both commit or neither does.

@@ -12,6 +12,7 @@
 //! - [`decision`]: the relay's decisions as pure functions; read it first.
 //! - [`OutboxStore`]: retention, dead letters, the backlog.
 //! - [`OutboxMetrics`]: the Prometheus metrics.
+//! - [`CutProxy`]: an outage drill, a TCP proxy that cuts a broker off.
 //!
 //! ## No skipped rows: claims, not a cursor
 //! The seed polls `WHERE published_at IS NULL ORDER BY created_at`; any cursor
@@ -67,6 +68,7 @@ mod amqp;
 mod consume;
 pub mod decision;
 mod destination;
+mod drill;
 mod enqueue;
 mod message;
 mod metrics;
@@ -76,13 +78,14 @@ pub mod schema;
 mod store;
 
 pub use amqp::{AMQP_DEFAULT_MAX_MESSAGE, AmqpDestination};
-pub use consume::{ConsumeError, Consumed, Incoming, amqp_batch, jetstream_batch};
+pub use consume::{ConsumeError, Consumed, Incoming, amqp_batch, apply_incoming, jetstream_batch};
 pub use decision::{FailureKind, PayloadChecks, PublishError, RetryPolicy, RowOutcome};
 pub use destination::{ChannelDestination, Delivery, Destination, Routing, standard_headers};
+pub use drill::CutProxy;
 pub use enqueue::{Backend, EnqueueError, Handled, Inbox, Outbox, message_id};
 pub use message::{Envelope, InvalidMessage, Message};
 pub use metrics::OutboxMetrics;
 pub use nats::{NatsConnectError, NatsDestination};
 pub use relay::{NOTIFY_CHANNEL, Relay, RelayConfig, RelayError};
 pub use schema::{INBOX_SCHEMA, OUTBOX_SCHEMA};
-pub use store::{Backlog, DeadLetter, OutboxStore};
+pub use store::{AggregateBacklog, Backlog, DeadLetter, OutboxStore};

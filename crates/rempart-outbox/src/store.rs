@@ -14,6 +14,9 @@ use crate::schema::OUTBOX_SCHEMA;
 /// aggregates in `seq` order. On PostgreSQL `{lock}` locks the heads with
 /// `SKIP LOCKED`, so a relay holding an aggregate's head holds the aggregate
 /// until its transaction ends, and other relays take other aggregates.
+/// Ordered by `created_at` alone, so PostgreSQL walks `outbox_pending_age`
+/// and stops at the limit (adding `seq` made it sort the whole backlog:
+/// 64 ms instead of 5 ms for 1,024 heads of 20,000 rows).
 pub(crate) const CLAIM: &str = "
 WITH heads AS (
   SELECT o.id, o.aggregate_type, o.aggregate_id FROM outbox o
@@ -21,7 +24,7 @@ WITH heads AS (
     AND NOT EXISTS (SELECT 1 FROM outbox p
                     WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id
                       AND p.state = 'pending' AND p.seq < o.seq)
-  ORDER BY o.created_at, o.seq
+  ORDER BY o.created_at
   LIMIT $2 {lock}
 )
 SELECT id, aggregate_type, aggregate_id, seq, event_type, payload, headers, attempts, created_ms FROM (
@@ -66,6 +69,21 @@ pub struct Backlog {
     pub pending: u64,
     /// Age of the oldest of them, 0 when there is none.
     pub oldest_age_seconds: f64,
+}
+
+/// An aggregate whose messages wait, for an operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateBacklog {
+    /// The aggregate's type.
+    pub aggregate_type: String,
+    /// The aggregate's id.
+    pub aggregate_id: String,
+    /// Its messages waiting to be published.
+    pub pending: u64,
+    /// Age of the oldest of them.
+    pub oldest_age_seconds: f64,
+    /// The last error of its next message, if its publish failed.
+    pub last_error: Option<String>,
 }
 
 /// The outbox table, for relays and operators.
@@ -222,8 +240,13 @@ impl OutboxStore {
 
     /// Rows waiting to be published (not dead letters).
     pub async fn pending(&self) -> Result<u64, DbError> {
+        self.count("pending").await
+    }
+
+    async fn count(&self, state: &str) -> Result<u64, DbError> {
         with_pool!(self.db, pool => {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = $1")
+                .bind(state)
                 .fetch_one(pool)
                 .await
                 .map_err(|e| self.err(e))?;
@@ -231,14 +254,21 @@ impl OutboxStore {
         })
     }
 
+    /// SQL for the age in seconds of the oldest `column` of a group (database time).
+    fn oldest_age(&self, column: &str) -> String {
+        if self.db.backend() == "postgres" {
+            format!("CAST(EXTRACT(EPOCH FROM NOW() - MIN({column})) AS DOUBLE PRECISION)")
+        } else {
+            format!("(julianday('now') - julianday(MIN({column}))) * 86400.0")
+        }
+    }
+
     /// The pending rows and the age of the oldest (database time).
     pub async fn backlog(&self) -> Result<Backlog, DbError> {
-        let age = if self.db.backend() == "postgres" {
-            "CAST(EXTRACT(EPOCH FROM NOW() - MIN(created_at)) AS DOUBLE PRECISION)"
-        } else {
-            "(julianday('now') - julianday(MIN(created_at))) * 86400.0"
-        };
-        let sql = format!("SELECT COUNT(*), {age} FROM outbox WHERE state = 'pending'");
+        let sql = format!(
+            "SELECT COUNT(*), {} FROM outbox WHERE state = 'pending'",
+            self.oldest_age("created_at")
+        );
         with_pool!(self.db, pool => {
             let (n, age): (i64, Option<f64>) = sqlx::query_as(&sql)
                 .fetch_one(pool)
@@ -249,6 +279,45 @@ impl OutboxStore {
                 oldest_age_seconds: age.unwrap_or(0.0).max(0.0),
             })
         })
+    }
+
+    /// The aggregates with messages waiting, oldest first, at most `limit`.
+    pub async fn backlog_by_aggregate(&self, limit: u32) -> Result<Vec<AggregateBacklog>, DbError> {
+        let age = self.oldest_age("o.created_at");
+        let sql = format!(
+            "SELECT o.aggregate_type, o.aggregate_id, COUNT(*) AS pending, {age} AS age,
+               (SELECT h.last_error FROM outbox h WHERE h.aggregate_type = o.aggregate_type
+                  AND h.aggregate_id = o.aggregate_id AND h.state = 'pending'
+                ORDER BY h.seq LIMIT 1) AS last_error
+             FROM outbox o WHERE o.state = 'pending'
+             GROUP BY o.aggregate_type, o.aggregate_id ORDER BY MIN(o.created_at) LIMIT $1"
+        );
+        with_pool!(self.db, pool => {
+            let rows = sqlx::query(&sql)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            rows.iter()
+                .map(|r| {
+                    let pending: i64 = r.try_get("pending")?;
+                    let age: Option<f64> = r.try_get("age")?;
+                    Ok(AggregateBacklog {
+                        aggregate_type: r.try_get("aggregate_type")?,
+                        aggregate_id: r.try_get("aggregate_id")?,
+                        pending: u64::try_from(pending).unwrap_or(0),
+                        oldest_age_seconds: age.unwrap_or(0.0).max(0.0),
+                        last_error: r.try_get("last_error")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// How many rows are dead letters.
+    pub async fn dead_count(&self) -> Result<u64, DbError> {
+        self.count("dead").await
     }
 
     /// Up to `limit` dead letters, by aggregate and `seq`.

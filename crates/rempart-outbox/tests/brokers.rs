@@ -8,56 +8,14 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use common::*;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::types::AMQPValue;
 use rempart_db::with_pool;
 use rempart_outbox::{
     AmqpDestination, Destination, Handled, Message, NatsDestination, Relay, Routing, message_id,
 };
 
 const NATS: &str = "nats://127.0.0.1:4222";
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// A topic exchange of the test's own, on a fresh connection (kept alive by the caller).
-async fn topic_exchange(name: &str) -> (Connection, lapin::Channel) {
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ on 5672");
-    let ch = conn.create_channel().await.unwrap();
-    ch.exchange_declare(
-        name.into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    (conn, ch)
-}
-
-/// A queue of the test's own, bound to `exchange` by `key`.
-async fn bound_queue(ch: &lapin::Channel, queue: &str, exchange: &str, key: &str) {
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.into(),
-        exchange.into(),
-        key.into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-}
 
 async fn amqp_relay(store: rempart_outbox::OutboxStore, exchange: &str) -> Relay<AmqpDestination> {
     let dest = AmqpDestination::connect(

@@ -123,3 +123,42 @@ pub async fn apply_once(db: &Db, consumer: &str, id: &str, sql: &str, arg: &str)
         h
     })
 }
+
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A topic exchange of the test's own, on a fresh connection (kept alive by the caller).
+pub async fn topic_exchange(name: &str) -> (lapin::Connection, lapin::Channel) {
+    let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ on 5672");
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_declare(
+        name.into(),
+        lapin::ExchangeKind::Topic,
+        lapin::options::ExchangeDeclareOptions::default(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    (conn, ch)
+}
+
+/// A queue of the test's own, bound to `exchange` by `key`.
+pub async fn bound_queue(ch: &lapin::Channel, queue: &str, exchange: &str, key: &str) {
+    ch.queue_declare(
+        queue.into(),
+        lapin::options::QueueDeclareOptions::default(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        lapin::options::QueueBindOptions::default(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
