@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 mod breaker_demo;
 mod events;
 mod gateway;
+mod jobs;
 mod outbox;
 mod outbox_demo;
 mod request;
@@ -23,6 +24,7 @@ mod saga;
 mod saga_demo;
 
 pub use events::EventsCommand;
+pub use jobs::JobsCommand;
 pub use outbox::{ABORT_AFTER_PUBLISH_ENV as OUTBOX_ABORT_AFTER_PUBLISH_ENV, OutboxCommand};
 pub use outbox_demo::OutboxDemoArgs;
 pub use request::RequestArgs;
@@ -112,6 +114,10 @@ pub enum Command {
     /// Run the transactional outbox's relay, or see what waits in an outbox.
     #[command(subcommand)]
     Outbox(outbox::OutboxCommand),
+    /// The gateway's deferred jobs (seed 002): list the dead-letter queues,
+    /// put dead jobs back once their cause is fixed.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
 }
 
 /// The other demos.
@@ -195,6 +201,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Events(cmd) => events::run(cmd),
         Command::Request(args) => request::run(args),
         Command::Outbox(cmd) => outbox::run(cmd),
+        Command::Jobs(cmd) => jobs::run(cmd),
     }
 }
 

@@ -88,7 +88,7 @@ fn parse_any(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration such as \"500ms\" or \"24h\" ({e})"))
 }
 
-fn parse_positive(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive(s: &str) -> Result<Duration, String> {
     let d = parse_any(s)?;
     if d.is_zero() {
         return Err(format!("{s:?} must be above 0"));

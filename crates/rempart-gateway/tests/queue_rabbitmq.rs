@@ -567,3 +567,127 @@ async fn a_redelivered_finished_job_is_not_replayed() {
     assert!(upstream.calls().is_empty());
     assert_eq!(store.get(j.id, now()).await.unwrap(), Some(done));
 }
+
+/// Seed 002's operator story: a job dies after `max_attempts`, the listing
+/// shows it without consuming it, the cause is fixed, `dlq requeue` puts it
+/// back, and it completes; a poison message is listed but never put back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_job_requeued_once_its_cause_is_fixed_completes_and_poison_stays_put() {
+    use rempart_gateway::queue::dead_letters::{DeadLetters, Selection};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let names = names("requeue");
+    let (_cleanup, _conn, ch, publisher) = client(&names).await;
+    let fixed = Arc::new(AtomicBool::new(false));
+    let upstream = {
+        let fixed = fixed.clone();
+        Upstream::new(move |_| {
+            if fixed.load(Ordering::SeqCst) {
+                ok(r#"{"optimized":true}"#)
+            } else {
+                ReplayOutcome::Failed("503 from optimizer".into())
+            }
+        })
+    };
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let worker = start(&names, upstream.clone(), store.clone()).await;
+    let j = job("k-requeue");
+    publisher.submit(&j).await.unwrap();
+    assert!(matches!(
+        final_state(&store, j.id).await,
+        JobState::Dead { .. }
+    ));
+    ch.basic_publish(
+        "".into(),
+        names.dead.as_str().into(),
+        BasicPublishOptions::default(),
+        b"not a job",
+        BasicProperties::default().with_message_id("poison-1".into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let dlq = DeadLetters::open(AMQP, names.clone(), T).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let (letters, total) = dlq.list(10).await.unwrap();
+        if total == 2 {
+            break letters;
+        }
+        assert!(Instant::now() < until, "the DLQ holds {total}, not 2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let id = j.id.to_string();
+    let dead = listed.iter().find(|l| l.job_id.as_deref() == Some(&id));
+    let dead = dead.expect("the dead job is listed");
+    assert_eq!(dead.attempts, MAX_ATTEMPTS);
+    assert!(dead.readable);
+    assert_eq!(dead.request.as_deref(), Some("POST /optimize"));
+    let poison = listed
+        .iter()
+        .find(|l| l.job_id.as_deref() == Some("poison-1"));
+    assert!(!poison.expect("the poison message is listed").readable);
+    // Listing consumed nothing.
+    assert_eq!(dlq.list(10).await.unwrap().1, 2);
+
+    fixed.store(true, Ordering::SeqCst);
+    let all = dlq.requeue(&Selection::All).await.unwrap();
+    assert_eq!(all.requeued, std::slice::from_ref(&id));
+    assert_eq!(all.unreadable, ["poison-1"]);
+    let until = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        if let Some(JobState::Done(a)) = store.get(j.id, now()).await.unwrap() {
+            break a;
+        }
+        assert!(Instant::now() < until, "the requeued job never completed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(answer.body, br#"{"optimized":true}"#);
+    let counts = worker.stop().await;
+    assert_eq!(counts.done, 1);
+    let attempts: Vec<u32> = upstream.calls().iter().map(|c| c.attempt).collect();
+    assert_eq!(attempts, [1, 2, 3, 4, 5, 1], "requeued at attempt 1");
+    let (left, total) = dlq.list(10).await.unwrap();
+    assert_eq!(total, 1, "only the poison message is left: {left:?}");
+    assert_eq!(left[0].job_id.as_deref(), Some("poison-1"));
+}
+
+/// Redis reopens a dead job for a requeue, and never a done one, for every
+/// gateway and worker sharing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_results_reopen_a_dead_job_but_never_a_done_one() {
+    use rempart_gateway::queue::redis_results::RedisResults;
+    let prefix = format!(
+        "rq-revive:{}:{}:",
+        std::process::id(),
+        now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let s = RedisResults::connect(
+        "redis://127.0.0.1:6379",
+        &prefix,
+        Duration::from_secs(60),
+        T,
+    )
+    .await
+    .expect("Redis on 6379");
+    let (dead, finished) = (JobId::new(now()), JobId::new(now()));
+    let error = "503 five times".to_string();
+    s.report(dead, JobState::Dead { error }, now())
+        .await
+        .unwrap();
+    let answer = JobState::Done(StoredAnswer {
+        status: 200,
+        content_type: None,
+        body: b"kept".to_vec(),
+    });
+    s.report(finished, answer.clone(), now()).await.unwrap();
+    assert_eq!(s.revive(dead, now()).await.unwrap(), JobState::Queued);
+    assert_eq!(s.get(dead, now()).await.unwrap(), Some(JobState::Queued));
+    assert_eq!(s.revive(finished, now()).await.unwrap(), answer);
+    assert_eq!(s.get(finished, now()).await.unwrap(), Some(answer));
+}

@@ -15,6 +15,10 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 /// The AMQP header carrying the last replay error on a delayed or dead job.
 pub const ERROR_HEADER: &str = "x-last-error";
 
+/// The AMQP header marking a job an operator put back from the dead-letter
+/// queue (`rempart jobs dlq requeue`): its value counts the requeues.
+pub const REQUEUED_HEADER: &str = "x-requeued";
+
 /// The attempt a delivery is, from its [`ATTEMPT_HEADER`] value: absent means
 /// the first; a value below 1 (a hand-made message) counts as the first too,
 /// so it can never skip the dead-letter threshold by starting negative.
@@ -175,6 +179,28 @@ impl JobState {
     }
 }
 
+/// What the worker does with a delivery, given the state stored for its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Triage {
+    /// Not final yet (or not known here): replay it.
+    Replay,
+    /// Dead, and an operator requeued it: reopen the job, then replay it.
+    Revive,
+    /// Already final: a redelivery after a crash between the store and the
+    /// ack. Ack it without calling the upstream again.
+    Duplicate,
+}
+
+/// Triage of a delivery: only an explicit requeue reopens a dead job, and
+/// nothing reopens a done one, so a stale redelivery can never undo a result.
+pub fn triage(stored: Option<&JobState>, requeued: bool) -> Triage {
+    match stored {
+        Some(JobState::Dead { .. }) if requeued => Triage::Revive,
+        Some(s) if s.is_final() => Triage::Duplicate,
+        _ => Triage::Replay,
+    }
+}
+
 /// What `GET /jobs/{id}` answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Poll {
@@ -215,6 +241,31 @@ mod tests {
 
     fn failed() -> ReplayOutcome {
         ReplayOutcome::Failed("503 from upstream".into())
+    }
+
+    #[test]
+    fn only_an_operator_requeue_reopens_a_dead_job_and_nothing_reopens_a_done_one() {
+        let dead = JobState::Dead {
+            error: "503".into(),
+        };
+        let done = JobState::Done(StoredAnswer {
+            status: 200,
+            content_type: None,
+            body: b"ok".to_vec(),
+        });
+        let retrying = JobState::Retrying {
+            attempt: 2,
+            error: "503".into(),
+        };
+        assert_eq!(triage(Some(&dead), true), Triage::Revive);
+        assert_eq!(triage(Some(&dead), false), Triage::Duplicate);
+        assert_eq!(triage(Some(&done), true), Triage::Duplicate);
+        assert_eq!(triage(Some(&done), false), Triage::Duplicate);
+        assert_eq!(triage(Some(&retrying), true), Triage::Replay);
+        assert_eq!(triage(Some(&JobState::Queued), false), Triage::Replay);
+        // A store that never saw it (a memory store in another process).
+        assert_eq!(triage(None, true), Triage::Replay);
+        assert_eq!(triage(None, false), Triage::Replay);
     }
 
     #[test]

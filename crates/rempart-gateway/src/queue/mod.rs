@@ -8,10 +8,12 @@
 //! - [`results`] and [`redis_results`]: where states and results are kept
 //!   for polls;
 //! - [`worker`]: the consumer;
+//! - [`dead_letters`]: listing and requeueing dead jobs, for operators;
 //! - [`defer`]: accepting a request, once per `Idempotency-Key`;
 //! - [`answer`]: the 202 and the answers to `GET /jobs/{id}`.
 
 pub mod answer;
+pub mod dead_letters;
 pub mod decision;
 pub mod defer;
 pub mod job;

@@ -7,7 +7,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
-use super::decision::{ATTEMPT_HEADER, ERROR_HEADER};
+use super::decision::{ATTEMPT_HEADER, ERROR_HEADER, REQUEUED_HEADER};
 use super::job::Job;
 use super::topology::QueueNames;
 use super::{BrokerError, deadline};
@@ -91,6 +91,25 @@ impl Publisher {
             headers(attempt, None, Some(reason)),
         );
         let queue = self.names.dead.clone();
+        self.publish(&queue, payload, props).await
+    }
+
+    /// Puts a dead job back on the work queue for an operator: attempt 1
+    /// again, and [`REQUEUED_HEADER`] set to `times`, so the worker reopens
+    /// the job instead of taking it for a duplicate of its dead state.
+    pub async fn requeue(
+        &self,
+        payload: &[u8],
+        message_id: Option<&str>,
+        times: u32,
+    ) -> Result<(), BrokerError> {
+        let mut headers = headers(1, None, None);
+        headers.insert(
+            ShortString::from(REQUEUED_HEADER),
+            AMQPValue::LongLongInt(i64::from(times)),
+        );
+        let props = persistent(message_id.unwrap_or(""), headers);
+        let queue = self.names.work.clone();
         self.publish(&queue, payload, props).await
     }
 

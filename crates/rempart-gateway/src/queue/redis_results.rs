@@ -22,6 +22,15 @@ return ARGV[1]
 ";
 
 /// The job a key names, or the candidate once claimed.
+/// Only a dead job reopens: serde writes the tag first, so a dead state
+/// always starts `F{"state":"dead"`.
+const REVIVE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, 1) == 'F' and string.sub(cur, 1, 16) ~= 'F{"state":"dead"' then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+"#;
+
 const CLAIM: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then return cur end
@@ -43,6 +52,7 @@ pub struct RedisResults {
     ttl: Duration,
     deadline: Duration,
     report: redis::Script,
+    revive: redis::Script,
     claim: redis::Script,
     forget: redis::Script,
 }
@@ -83,9 +93,34 @@ impl RedisResults {
             ttl,
             deadline,
             report: redis::Script::new(REPORT),
+            revive: redis::Script::new(REVIVE),
             claim: redis::Script::new(CLAIM),
             forget: redis::Script::new(FORGET),
         })
+    }
+
+    /// Runs `script` to set the job's state to `state` (when its rule
+    /// allows), and returns the state kept.
+    async fn set_by(
+        &self,
+        script: &redis::Script,
+        what: &str,
+        id: JobId,
+        state: &JobState,
+    ) -> Result<JobState, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}job:{id}", self.prefix);
+        let kept: String = self
+            .within(
+                what,
+                script
+                    .key(&key)
+                    .arg(encode(state))
+                    .arg(self.ttl_ms())
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        decode(&kept)
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -140,19 +175,13 @@ impl ResultStore for RedisResults {
         state: JobState,
         _now: SystemTime,
     ) -> Result<JobState, StoreError> {
-        let mut conn = self.conn.clone();
-        let key = format!("{}job:{id}", self.prefix);
-        let kept: String = self
-            .within(
-                "recording a job state",
-                self.report
-                    .key(&key)
-                    .arg(encode(&state))
-                    .arg(self.ttl_ms())
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        decode(&kept)
+        self.set_by(&self.report, "recording a job state", id, &state)
+            .await
+    }
+
+    async fn revive(&self, id: JobId, _now: SystemTime) -> Result<JobState, StoreError> {
+        self.set_by(&self.revive, "reopening a dead job", id, &JobState::Queued)
+            .await
     }
 
     async fn job_for_key(

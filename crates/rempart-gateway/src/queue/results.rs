@@ -41,6 +41,14 @@ pub trait ResultStore: Send + Sync + 'static {
         now: SystemTime,
     ) -> impl Future<Output = Result<JobState, StoreError>> + Send;
 
+    /// Reopens a dead job as queued, for an operator's requeue; a done job
+    /// stays done. Returns the state now kept.
+    fn revive(
+        &self,
+        id: JobId,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<JobState, StoreError>> + Send;
+
     /// The job `key` already names, or `candidate` once it is claimed for it:
     /// the same `Idempotency-Key` twice gives one job.
     fn job_for_key(
@@ -76,6 +84,14 @@ impl<S: ResultStore> ResultStore for std::sync::Arc<S> {
         now: SystemTime,
     ) -> impl Future<Output = Result<JobState, StoreError>> + Send {
         (**self).report(id, state, now)
+    }
+
+    fn revive(
+        &self,
+        id: JobId,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<JobState, StoreError>> + Send {
+        (**self).revive(id, now)
     }
 
     fn job_for_key(
@@ -166,6 +182,17 @@ impl ResultStore for MemoryResults {
         Ok(kept)
     }
 
+    async fn revive(&self, id: JobId, now: SystemTime) -> Result<JobState, StoreError> {
+        let mut t = self.tables();
+        t.sweep(now, self.ttl);
+        let kept = match t.jobs.remove(&id) {
+            Some((done @ JobState::Done(_), until)) if now < until => (done, until),
+            _ => (JobState::Queued, now + self.ttl),
+        };
+        t.jobs.insert(id, kept.clone());
+        Ok(kept.0)
+    }
+
     async fn job_for_key(
         &self,
         key: &str,
@@ -230,6 +257,25 @@ mod tests {
         };
         assert_eq!(s.report(id, stale, t0()).await.unwrap(), done("first"));
         assert_eq!(s.get(id, t0()).await.unwrap(), Some(done("first")));
+    }
+
+    #[tokio::test]
+    async fn a_requeue_reopens_a_dead_job_but_never_a_done_one() {
+        let s = MemoryResults::new(TTL);
+        let (dead, finished) = (JobId::new(t0()), JobId::new(t0()));
+        let error = "503 five times".to_string();
+        s.report(dead, JobState::Dead { error }, t0())
+            .await
+            .unwrap();
+        s.report(finished, done("kept"), t0()).await.unwrap();
+        assert_eq!(s.revive(dead, t0()).await.unwrap(), JobState::Queued);
+        assert_eq!(s.get(dead, t0()).await.unwrap(), Some(JobState::Queued));
+        assert_eq!(s.revive(finished, t0()).await.unwrap(), done("kept"));
+        // Reopened, it takes its new result like any queued job.
+        assert_eq!(
+            s.report(dead, done("second life"), t0()).await.unwrap(),
+            done("second life")
+        );
     }
 
     #[tokio::test]

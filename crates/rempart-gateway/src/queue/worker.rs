@@ -20,7 +20,8 @@ use rempart::rng::SplitMix64;
 use tokio::task::JoinSet;
 
 use super::decision::{
-    ATTEMPT_HEADER, Decision, JobState, ReplayOutcome, RetryPlan, attempt_of, decide,
+    ATTEMPT_HEADER, Decision, JobState, REQUEUED_HEADER, ReplayOutcome, RetryPlan, Triage,
+    attempt_of, decide, triage,
 };
 use super::job::Job;
 use super::publish::{Publisher, header_int};
@@ -255,15 +256,30 @@ async fn settle<R: Replayer, S: ResultStore>(
             return Ok(());
         }
     };
-    // Stored but not acked before a crash: do not replay a finished job.
     let known = shared
         .store
         .get(job.id, now())
         .await
         .map_err(|e| e.to_string())?;
-    if known.is_some_and(|s| s.is_final()) {
-        shared.counts.duplicates.fetch_add(1, Ordering::Relaxed);
-        return Ok(());
+    let requeued = header_int(&delivery.properties, REQUEUED_HEADER).is_some();
+    match triage(known.as_ref(), requeued) {
+        Triage::Replay => {}
+        // Stored but not acked before a crash: do not replay a finished job.
+        Triage::Duplicate => {
+            shared.counts.duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        Triage::Revive => {
+            let kept = shared
+                .store
+                .revive(job.id, now())
+                .await
+                .map_err(|e| e.to_string())?;
+            if kept.is_final() {
+                shared.counts.duplicates.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
     }
     let outcome = shared.replayer.replay(&job, attempt).await;
     let decision = {
