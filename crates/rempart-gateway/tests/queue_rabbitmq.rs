@@ -132,6 +132,11 @@ fn job(key: &str) -> Job {
     .unwrap()
 }
 
+/// The owner of a client at `ip` that sends no credentials.
+fn owner(ip: &str) -> rempart_gateway::queue::owner::Owner {
+    rempart_gateway::queue::owner::Owner::of(&http::HeaderMap::new(), ip.parse().unwrap())
+}
+
 /// A running worker and the way to stop it.
 struct Running {
     stop: oneshot::Sender<()>,
@@ -470,6 +475,11 @@ async fn redis_results_keep_the_first_final_state_and_one_job_per_key() {
     );
     b.forget_key("k", j1).await.unwrap();
     assert_eq!(a.job_for_key("k", j2, now()).await.unwrap(), j2);
+
+    let me = owner("10.0.0.1");
+    a.own(id, me, now()).await.unwrap();
+    assert_eq!(b.owner(id, now()).await.unwrap(), Some(me));
+    assert_eq!(b.owner(j2, now()).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,15 +489,16 @@ async fn one_idempotency_key_queues_one_job_and_an_unconfirmed_one_is_not_accept
     let (_cleanup, _conn, ch, publisher) = client(&names).await;
     let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
     let deferrer = Deferrer::new(publisher, store.clone(), Arc::new(UnixClock::new()));
+    let me = owner("10.0.0.1");
 
     let first = job("k-same");
     let again = job("k-same");
     assert_eq!(
-        deferrer.defer(&first).await.unwrap(),
+        deferrer.defer(&first, &me).await.unwrap(),
         Deferred::Queued(first.id)
     );
     assert_eq!(
-        deferrer.defer(&again).await.unwrap(),
+        deferrer.defer(&again, &me).await.unwrap(),
         Deferred::Existing(first.id)
     );
     assert_eq!(
@@ -507,19 +518,30 @@ async fn one_idempotency_key_queues_one_job_and_an_unconfirmed_one_is_not_accept
         .unwrap();
     assert_eq!(queued.message_count(), 1, "one message for one key");
 
+    // Another client sending the same key gets a job of its own, never the
+    // first client's.
+    let theirs = job("k-same");
+    let other = owner("10.0.0.2");
+    assert_eq!(
+        deferrer.defer(&theirs, &other).await.unwrap(),
+        Deferred::Queued(theirs.id)
+    );
+    assert_eq!(store.owner(first.id, now()).await.unwrap(), Some(me));
+    assert_eq!(store.owner(theirs.id, now()).await.unwrap(), Some(other));
+
     // The broker cannot take it (the queue is gone): no 202, and the key is
     // free for the client's retry.
     ch.queue_delete(names.work.as_str().into(), QueueDeleteOptions::default())
         .await
         .unwrap();
     let lost = job("k-retry");
-    assert!(deferrer.defer(&lost).await.is_err());
+    assert!(deferrer.defer(&lost, &me).await.is_err());
     topology::declare(&ch, &names, MAX_ATTEMPTS, T)
         .await
         .unwrap();
     let retry = job("k-retry");
     assert_eq!(
-        deferrer.defer(&retry).await.unwrap(),
+        deferrer.defer(&retry, &me).await.unwrap(),
         Deferred::Queued(retry.id)
     );
 }

@@ -8,13 +8,15 @@
 //! - [`results`] and [`redis_results`]: where states and results are kept
 //!   for polls;
 //! - [`worker`]: the consumer;
-//! - [`defer`]: accepting a request, once per `Idempotency-Key`;
+//! - [`owner`]: whose job it is (credentials or address, hashed);
+//! - [`defer`]: accepting a request, once per owner and `Idempotency-Key`;
 //! - [`answer`]: the 202 and the answers to `GET /jobs/{id}`.
 
 pub mod answer;
 pub mod decision;
 pub mod defer;
 pub mod job;
+pub mod owner;
 pub mod publish;
 pub mod redis_results;
 pub mod results;
