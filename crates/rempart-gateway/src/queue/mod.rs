@@ -10,7 +10,8 @@
 //! - [`worker`]: the consumer;
 //! - [`owner`]: whose job it is (credentials or address, hashed);
 //! - [`defer`]: accepting a request, once per owner and `Idempotency-Key`;
-//! - [`answer`]: the 202 and the answers to `GET /jobs/{id}`.
+//! - [`answer`]: the 202 and the answers to `GET /jobs/{id}`;
+//! - [`service`]: a service's queue as the gateway runs it.
 
 pub mod answer;
 pub mod decision;
@@ -20,6 +21,7 @@ pub mod owner;
 pub mod publish;
 pub mod redis_results;
 pub mod results;
+pub mod service;
 pub mod topology;
 pub mod worker;
 
