@@ -1,6 +1,8 @@
 //! The deferred-job worker against a real RabbitMQ on 127.0.0.1:5672
 //! (guest/guest). Each test uses queues of its own and deletes them.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -18,10 +20,9 @@ use rempart_gateway::queue::publish::{DEAD_REASON_HEADER, Publisher, header_int,
 use rempart_gateway::queue::results::{MemoryResults, ResultStore};
 use rempart_gateway::queue::topology::{self, QueueNames};
 use rempart_gateway::queue::worker::{Replayer, Worker, WorkerCounts, WorkerSettings};
+use support::rabbit::{AMQP, Cleanup, T, unique_names};
 use tokio::sync::{Notify, oneshot};
 
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const T: Duration = Duration::from_secs(5);
 const MAX_ATTEMPTS: u32 = 5;
 
 fn now() -> SystemTime {
@@ -29,11 +30,7 @@ fn now() -> SystemTime {
 }
 
 fn names(test: &str) -> QueueNames {
-    let nanos = now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    QueueNames::new(&format!("rq-{test}-{}-{nanos}", std::process::id()))
+    unique_names(test)
 }
 
 fn settings(names: &QueueNames) -> WorkerSettings {
@@ -170,7 +167,10 @@ impl Running {
 }
 
 async fn client(names: &QueueNames) -> (Cleanup, Connection, Channel, Publisher) {
-    let cleanup = Cleanup(names.clone());
+    let cleanup = Cleanup {
+        names: names.clone(),
+        max_attempts: MAX_ATTEMPTS,
+    };
     let conn = topology::connect(AMQP, T).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     topology::declare(&ch, names, MAX_ATTEMPTS, T)
@@ -206,32 +206,6 @@ async fn final_state(store: &MemoryResults, id: JobId) -> JobState {
         }
         assert!(Instant::now() < until, "job {id} never finished");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Deletes the test's queues when dropped, even when the test failed:
-/// on a thread of its own, since the test's runtime may be unwinding.
-struct Cleanup(QueueNames);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let names = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let conn = topology::connect(AMQP, T).await.unwrap();
-                let ch = conn.create_channel().await.unwrap();
-                for q in names.all(MAX_ATTEMPTS) {
-                    let _ = ch
-                        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                        .await;
-                }
-            });
-        })
-        .join();
     }
 }
 
