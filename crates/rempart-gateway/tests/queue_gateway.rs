@@ -258,3 +258,59 @@ async fn another_client_polling_a_job_gets_what_an_unknown_id_gets() {
     assert_eq!(poll(&gw, &id, &[]).await.status, 404);
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_defers_and_the_worker_waits_for_it_without_calling() {
+    let names = unique_names("gw-open");
+    let _cleanup = cleanup(&names);
+    let calls = Arc::new(Mutex::new(0u32));
+    let counted = Arc::clone(&calls);
+    let up = support::upstream(move |_| {
+        *counted.lock().unwrap() += 1;
+        async { support::text(200, "optimized") }
+    })
+    .await;
+    let gw = gateway(up, AMQP, &names.work).await;
+    let breaker = gw.gateway().services()[0].breaker.clone();
+    breaker.force_open();
+
+    let me = [("authorization", "Bearer alice")];
+    let id = upload(&gw, &me).await.job_id();
+    // Several replays come and go while the circuit is open: none calls.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = poll(&gw, &id, &me).await;
+        assert!(
+            got.headers.get("x-job-status").is_none(),
+            "the job was replayed while the circuit was open"
+        );
+        let got = got.json();
+        if got["status"] == "retrying" && got["attempt"].as_u64() >= Some(3) {
+            assert!(
+                got["last_error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("circuit is open"),
+                "{got}"
+            );
+            break;
+        }
+        assert!(Instant::now() < until, "no retries seen: {got}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*calls.lock().unwrap(), 0, "nothing was sent while open");
+
+    breaker.reset();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = poll(&gw, &id, &me).await;
+        if got.headers.get("x-job-status").is_some() {
+            assert_eq!((got.status, &got.body[..]), (200, &b"optimized"[..]));
+            break;
+        }
+        assert!(Instant::now() < until, "never done: {}", got.json());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(*calls.lock().unwrap(), 1);
+    gw.shutdown().await;
+}
