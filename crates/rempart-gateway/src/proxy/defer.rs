@@ -60,7 +60,14 @@ impl Gateway {
             }
         };
         let owner = Owner::of(&parts.headers, client.client);
-        match queue.defer(&job, &owner).await {
+        // Its own task: a client leaving mid-way must not cut a defer between
+        // claiming its key and publishing, which would leave the key naming
+        // a job never queued.
+        let queue = std::sync::Arc::clone(queue);
+        let deferred = tokio::spawn(async move { queue.defer(&job, &owner).await })
+            .await
+            .unwrap_or_else(|e| Err(format!("the defer task failed: {e}")));
+        match deferred {
             Ok(deferred) => Some(made(accepted(deferred.id()))),
             Err(e) => {
                 tracing::warn!(service = %service.config.name, error = %e, "request not deferred: the broker or the results store failed");

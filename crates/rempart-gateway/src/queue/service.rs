@@ -213,7 +213,16 @@ impl ServiceQueue {
     /// `Ok` only once the broker confirmed. A failure drops the broker link,
     /// so the next request connects afresh.
     pub async fn defer(&self, job: &Job, owner: &Owner) -> Result<Deferred, String> {
-        let deferrer = self.deferrer().await?;
+        // One deadline over waiting for the link and making it: requests
+        // queued behind a connect to a silent broker do not wait in turn.
+        let deferrer = tokio::time::timeout(BROKER_TIMEOUT, self.deferrer())
+            .await
+            .map_err(|_| {
+                format!(
+                    "RabbitMQ at {}: no link within {BROKER_TIMEOUT:?}",
+                    topology::redact(&self.config.amqp_url)
+                )
+            })??;
         let deferred = deferrer.defer(job, owner).await;
         if deferred.is_err() {
             let mut link = self.link.lock().await;
