@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::proxy::{Gateway, ServiceReplayer};
 use crate::queue::service::ServiceQueue;
-use crate::queue::worker::Worker;
+use crate::queue::worker::{Worker, WorkerSettings};
 
 /// The pause before connecting again after the broker failed.
 const RECONNECT: Duration = Duration::from_secs(1);
@@ -28,7 +28,13 @@ pub(crate) fn start(gateway: &Gateway, stop: &watch::Receiver<bool>) -> Vec<Join
         .filter_map(|s| {
             let queue = Arc::clone(s.queue()?);
             let replayer = gateway.replayer(&s.config.name);
-            Some(tokio::spawn(supervise(replayer, queue, stop.clone())))
+            let settings = queue.worker_settings(gateway.metrics().jobs(&s.config.name));
+            Some(tokio::spawn(supervise(
+                replayer,
+                queue,
+                settings,
+                stop.clone(),
+            )))
         })
         .collect()
 }
@@ -36,9 +42,10 @@ pub(crate) fn start(gateway: &Gateway, stop: &watch::Receiver<bool>) -> Vec<Join
 async fn supervise(
     replayer: ServiceReplayer,
     queue: Arc<ServiceQueue>,
+    settings: Result<WorkerSettings, String>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let settings = match queue.worker_settings() {
+    let settings = match settings {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "job worker not started");

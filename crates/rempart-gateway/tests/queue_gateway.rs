@@ -116,6 +116,12 @@ fn cleanup(queue: &rempart_gateway::queue::topology::QueueNames) -> Cleanup {
     }
 }
 
+/// An upstream that answers 503 to everything: the 5xx path. (A closed
+/// port would do too, but another test may bind it meanwhile.)
+async fn failing() -> SocketAddr {
+    support::upstream(|_| async { support::text(503, "overloaded") }).await
+}
+
 /// A request as the upstream received it.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -128,7 +134,7 @@ struct Seen {
 async fn upstream_down_gets_202_and_the_job_completes_once_it_is_back() {
     let names = unique_names("gw-recovers");
     let _cleanup = cleanup(&names);
-    let down = support::closed_port();
+    let (held, down) = support::held_port();
     let gw = gateway(down, AMQP, &names.work).await;
 
     let me = [
@@ -139,18 +145,25 @@ async fn upstream_down_gets_202_and_the_job_completes_once_it_is_back() {
     let id = got.job_id();
     assert_eq!(got.headers["location"], format!("/jobs/{id}").as_str());
     assert_eq!(got.json()["status"], "queued");
-    let waiting = poll(&gw, &id, &me).await;
-    assert_eq!(waiting.status, 200);
-    assert!(
-        matches!(
-            waiting.json()["status"].as_str(),
-            Some("queued" | "retrying")
-        ),
-        "{}",
-        waiting.json()
-    );
+    // The worker tries while the optimizer is down, and waits to try again.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting = poll(&gw, &id, &me).await;
+        assert_eq!(waiting.status, 200);
+        let state = waiting.json();
+        assert!(
+            matches!(state["status"].as_str(), Some("queued" | "retrying")),
+            "{state}"
+        );
+        if state["status"] == "retrying" {
+            break;
+        }
+        assert!(Instant::now() < until, "never retried: {state}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // The optimizer comes back on its address.
+    drop(held);
     let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
     let log = Arc::clone(&seen);
     support::upstream_at(down, move |req: Request<Bytes>| {
@@ -189,6 +202,26 @@ async fn upstream_down_gets_202_and_the_job_completes_once_it_is_back() {
     assert_eq!(seen[0].job_id.as_deref(), Some(id.as_str()));
     assert_eq!(seen[0].idempotency_key.as_deref(), Some("img-1"));
     assert_eq!(&seen[0].body[..], b"\x89PNG\r\n\x1a\n\0");
+
+    let metrics = support::get(
+        &support::client(),
+        format!("http://{}/metrics", gw.admin_addr),
+    )
+    .await
+    .body;
+    let value = |name: &str| -> f64 {
+        let line = format!("{name}{{service=\"optimizer\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("no {line} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("jobs_queued_total"), 1.0);
+    assert_eq!(value("jobs_completed_total"), 1.0);
+    assert!(value("jobs_retried_total") >= 1.0);
+    assert_eq!(value("jobs_dead_lettered_total"), 0.0);
     gw.shutdown().await;
 }
 
@@ -197,7 +230,7 @@ async fn broker_down_gives_the_degraded_503_never_a_202() {
     let names = unique_names("gw-nobroker");
     let broker = support::closed_port();
     let amqp = format!("amqp://guest:guest@{broker}/%2f");
-    let gw = gateway(support::closed_port(), &amqp, &names.work).await;
+    let gw = gateway(failing().await, &amqp, &names.work).await;
 
     for i in 0..3 {
         let key = format!("k-{i}");
@@ -214,7 +247,7 @@ async fn broker_down_gives_the_degraded_503_never_a_202() {
 async fn one_idempotency_key_is_one_job_per_client_never_shared_between_clients() {
     let names = unique_names("gw-keys");
     let _cleanup = cleanup(&names);
-    let gw = gateway(support::closed_port(), AMQP, &names.work).await;
+    let gw = gateway(failing().await, AMQP, &names.work).await;
 
     let alice = [
         ("authorization", "Bearer alice"),
@@ -240,7 +273,7 @@ async fn one_idempotency_key_is_one_job_per_client_never_shared_between_clients(
 async fn another_client_polling_a_job_gets_what_an_unknown_id_gets() {
     let names = unique_names("gw-poll");
     let _cleanup = cleanup(&names);
-    let gw = gateway(support::closed_port(), AMQP, &names.work).await;
+    let gw = gateway(failing().await, AMQP, &names.work).await;
 
     let alice = [("authorization", "Bearer alice")];
     let bob = [("authorization", "Bearer bob")];

@@ -45,6 +45,7 @@ fn settings(names: &QueueNames) -> WorkerSettings {
         prefetch: 8,
         broker_timeout: T,
         clock: Arc::new(UnixClock::new()),
+        metrics: Default::default(),
     }
 }
 

@@ -15,6 +15,7 @@ use super::{Body, Gateway, Service, State, admission};
 use crate::headers::ClientAddr;
 use crate::queue::answer::{JOB_ID_HEADER, accepted, poll_answer};
 use crate::queue::decision::{Poll, ReplayOutcome, StoredAnswer};
+use crate::queue::defer::Deferred;
 use crate::queue::job::{Job, JobId};
 use crate::queue::owner::Owner;
 use crate::queue::worker::Replayer;
@@ -68,7 +69,12 @@ impl Gateway {
             .await
             .unwrap_or_else(|e| Err(format!("the defer task failed: {e}")));
         match deferred {
-            Ok(deferred) => Some(made(accepted(deferred.id()))),
+            Ok(deferred) => {
+                if matches!(deferred, Deferred::Queued(_)) {
+                    self.shared.metrics.jobs(&service.config.name).queued.inc();
+                }
+                Some(made(accepted(deferred.id())))
+            }
             Err(e) => {
                 tracing::warn!(service = %service.config.name, error = %e, "request not deferred: the broker or the results store failed");
                 None

@@ -158,8 +158,11 @@ impl ServiceQueue {
             .cloned()
     }
 
-    /// How the embedded worker consumes this queue.
-    pub fn worker_settings(&self) -> Result<WorkerSettings, String> {
+    /// How the embedded worker consumes this queue, counting in `metrics`.
+    pub fn worker_settings(
+        &self,
+        metrics: crate::metrics::JobCounters,
+    ) -> Result<WorkerSettings, String> {
         Ok(WorkerSettings {
             names: QueueNames::new(&self.config.name),
             plan: RetryPlan::exponential(
@@ -170,6 +173,7 @@ impl ServiceQueue {
             prefetch: PREFETCH,
             broker_timeout: BROKER_TIMEOUT,
             clock: Arc::clone(&self.clock),
+            metrics,
         })
     }
 

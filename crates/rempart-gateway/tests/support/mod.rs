@@ -131,3 +131,13 @@ pub fn closed_port() -> SocketAddr {
         .local_addr()
         .unwrap()
 }
+
+/// A loopback port held but not listening, so connecting to it is refused
+/// and no other test can take it: an upstream that is down until the socket
+/// is dropped and its address bound again ([`upstream_at`]).
+pub fn held_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
+}
