@@ -347,3 +347,65 @@ async fn an_open_circuit_defers_and_the_worker_waits_for_it_without_calling() {
     assert_eq!(*calls.lock().unwrap(), 1);
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_lets_the_worker_finish_the_job_in_hand_and_ack_it() {
+    let names = unique_names("gw-drain");
+    let _cleanup = cleanup(&names);
+    // The client's request fails (deferred); the replay takes a while.
+    let calls = Arc::new(Mutex::new(0u32));
+    let replay_started = Arc::new(tokio::sync::Notify::new());
+    let replay_ended = Arc::new(Mutex::new(false));
+    let (c, started, ended) = (
+        Arc::clone(&calls),
+        Arc::clone(&replay_started),
+        Arc::clone(&replay_ended),
+    );
+    let up = support::upstream(move |_| {
+        let n = {
+            let mut n = c.lock().unwrap();
+            *n += 1;
+            *n
+        };
+        let (started, ended) = (Arc::clone(&started), Arc::clone(&ended));
+        async move {
+            if n == 1 {
+                return support::text(503, "busy");
+            }
+            started.notify_one();
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            *ended.lock().unwrap() = true;
+            support::text(200, "late but done")
+        }
+    })
+    .await;
+    let gw = gateway(up, AMQP, &names.work).await;
+    upload(&gw, &[]).await.job_id();
+    tokio::time::timeout(Duration::from_secs(20), replay_started.notified())
+        .await
+        .expect("the worker replayed the job");
+
+    gw.shutdown().await;
+    assert!(
+        *replay_ended.lock().unwrap(),
+        "shutdown returned before the replay in hand finished"
+    );
+    // Acked, not handed back: nothing is left for a redelivery.
+    let conn = rempart_gateway::queue::topology::connect(AMQP, support::rabbit::T)
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let left = ch
+        .queue_declare(
+            names.work.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.message_count(), 0);
+    assert_eq!(*calls.lock().unwrap(), 2, "one request, one replay");
+}
