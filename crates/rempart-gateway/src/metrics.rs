@@ -11,6 +11,8 @@
 //! | `bulkhead_admitted_total`, `bulkhead_rejected_total` | counter | `service` |
 //! | `rate_limit_allowed_total`, `rate_limit_rejected_total` | counter | `limiter` (`clients`) |
 //! | `rate_limit_keys` | gauge | `limiter` |
+//! | `jobs_queued_total` | counter | `service`: requests deferred with a 202 (a repeated `Idempotency-Key` not counted) |
+//! | `jobs_completed_total`, `jobs_retried_total`, `jobs_dead_lettered_total` | counter | `service`: what the embedded worker did (poison messages count as dead-lettered) |
 //!
 //! Per-request counting here uses shared atomics: a proxied request costs
 //! tens of microseconds, so one uncontended-enough increment is noise, unlike
@@ -88,6 +90,25 @@ impl ServiceCounters {
     }
 }
 
+/// One service's deferred-job counters. `Default` gives counters registered
+/// nowhere, for a worker outside a gateway.
+#[derive(Debug, Clone, Default)]
+pub struct JobCounters {
+    /// Jobs accepted with a 202.
+    pub queued: Counter,
+    /// Jobs whose answer was stored.
+    pub completed: Counter,
+    /// Failed replays put back in a delay queue.
+    pub retried: Counter,
+    /// Jobs (and unreadable messages) moved to the dead-letter queue.
+    pub dead_lettered: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
 /// One route's request counters and latency histogram.
 #[derive(Debug, Clone)]
 pub struct RouteMetrics {
@@ -157,6 +178,8 @@ pub struct Metrics {
     calls: Family<CallLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// `jobs_{queued,completed,retried,dead_lettered}_total`, in that order.
+    jobs: [Family<ServiceLabels, Counter>; 4],
 }
 
 impl Metrics {
@@ -189,7 +212,17 @@ impl Metrics {
             "Time from request to response head, by route",
             latency.clone(),
         );
+        let jobs: [Family<ServiceLabels, Counter>; 4] = Default::default();
+        for (family, (name, help)) in jobs.iter().zip([
+            ("jobs_queued", "Requests deferred to the queue with a 202"),
+            ("jobs_completed", "Deferred jobs whose answer was stored"),
+            ("jobs_retried", "Failed replays put back to wait"),
+            ("jobs_dead_lettered", "Jobs moved to the dead-letter queue"),
+        ]) {
+            registry.register(name, help, family.clone());
+        }
         Metrics {
+            jobs,
             registry,
             breakers,
             bulkheads,
@@ -227,6 +260,22 @@ impl Metrics {
                     })
                     .clone()
             }),
+        }
+    }
+
+    /// The deferred-job counters of `service`, made once.
+    pub fn jobs(&self, service: &str) -> JobCounters {
+        let [queued, completed, retried, dead_lettered] = self.jobs.each_ref().map(|f| {
+            f.get_or_create(&ServiceLabels {
+                service: service.to_owned(),
+            })
+            .clone()
+        });
+        JobCounters {
+            queued,
+            completed,
+            retried,
+            dead_lettered,
         }
     }
 

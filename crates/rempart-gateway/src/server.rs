@@ -62,6 +62,9 @@ pub struct RunningGateway {
     close_admin: watch::Sender<bool>,
     proxy: JoinHandle<()>,
     admin: JoinHandle<()>,
+    /// The embedded job workers, one per service with a queue.
+    workers: Vec<JoinHandle<()>>,
+    stop_workers: watch::Sender<bool>,
 }
 
 impl RunningGateway {
@@ -119,6 +122,8 @@ impl RunningGateway {
             health,
             admin_closed,
         ));
+        let (stop_workers, workers_stopped) = watch::channel(false);
+        let workers = crate::jobs_worker::start(&gateway, &workers_stopped);
         tracing::info!(%addr, %admin_addr, "gateway listening");
         Ok(RunningGateway {
             addr,
@@ -130,6 +135,8 @@ impl RunningGateway {
             close_admin,
             proxy,
             admin,
+            workers,
+            stop_workers,
         })
     }
 
@@ -175,6 +182,20 @@ impl RunningGateway {
             }
         }
         let _ = self.proxy.await;
+        // No request can defer a job any more: the workers finish the jobs in
+        // hand within the grace; past it they are cut off and the broker
+        // redelivers what they had not acked.
+        let _ = self.stop_workers.send(true);
+        let grace = self.live.server.load().shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
+        for mut worker in self.workers {
+            if tokio::time::timeout_at(deadline, &mut worker)
+                .await
+                .is_err()
+            {
+                worker.abort();
+            }
+        }
         // The admin side closes last, so `/ready` said 503 during the drain.
         let _ = self.close_admin.send(true);
         let mut admin = self.admin;

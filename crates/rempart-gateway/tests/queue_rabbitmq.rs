@@ -1,6 +1,8 @@
 //! The deferred-job worker against a real RabbitMQ on 127.0.0.1:5672
 //! (guest/guest). Each test uses queues of its own and deletes them.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -18,10 +20,9 @@ use rempart_gateway::queue::publish::{DEAD_REASON_HEADER, Publisher, header_int,
 use rempart_gateway::queue::results::{MemoryResults, ResultStore};
 use rempart_gateway::queue::topology::{self, QueueNames};
 use rempart_gateway::queue::worker::{Replayer, Worker, WorkerCounts, WorkerSettings};
+use support::rabbit::{AMQP, Cleanup, T, unique_names};
 use tokio::sync::{Notify, oneshot};
 
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const T: Duration = Duration::from_secs(5);
 const MAX_ATTEMPTS: u32 = 5;
 
 fn now() -> SystemTime {
@@ -29,11 +30,7 @@ fn now() -> SystemTime {
 }
 
 fn names(test: &str) -> QueueNames {
-    let nanos = now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    QueueNames::new(&format!("rq-{test}-{}-{nanos}", std::process::id()))
+    unique_names(test)
 }
 
 fn settings(names: &QueueNames) -> WorkerSettings {
@@ -48,6 +45,7 @@ fn settings(names: &QueueNames) -> WorkerSettings {
         prefetch: 8,
         broker_timeout: T,
         clock: Arc::new(UnixClock::new()),
+        metrics: Default::default(),
     }
 }
 
@@ -132,6 +130,11 @@ fn job(key: &str) -> Job {
     .unwrap()
 }
 
+/// The owner of a client at `ip` that sends no credentials.
+fn owner(ip: &str) -> rempart_gateway::queue::owner::Owner {
+    rempart_gateway::queue::owner::Owner::of(&http::HeaderMap::new(), ip.parse().unwrap())
+}
+
 /// A running worker and the way to stop it.
 struct Running {
     stop: oneshot::Sender<()>,
@@ -165,7 +168,10 @@ impl Running {
 }
 
 async fn client(names: &QueueNames) -> (Cleanup, Connection, Channel, Publisher) {
-    let cleanup = Cleanup(names.clone());
+    let cleanup = Cleanup {
+        names: names.clone(),
+        max_attempts: MAX_ATTEMPTS,
+    };
     let conn = topology::connect(AMQP, T).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     topology::declare(&ch, names, MAX_ATTEMPTS, T)
@@ -201,32 +207,6 @@ async fn final_state(store: &MemoryResults, id: JobId) -> JobState {
         }
         assert!(Instant::now() < until, "job {id} never finished");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Deletes the test's queues when dropped, even when the test failed:
-/// on a thread of its own, since the test's runtime may be unwinding.
-struct Cleanup(QueueNames);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let names = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let conn = topology::connect(AMQP, T).await.unwrap();
-                let ch = conn.create_channel().await.unwrap();
-                for q in names.all(MAX_ATTEMPTS) {
-                    let _ = ch
-                        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                        .await;
-                }
-            });
-        })
-        .join();
     }
 }
 
@@ -470,6 +450,11 @@ async fn redis_results_keep_the_first_final_state_and_one_job_per_key() {
     );
     b.forget_key("k", j1).await.unwrap();
     assert_eq!(a.job_for_key("k", j2, now()).await.unwrap(), j2);
+
+    let me = owner("10.0.0.1");
+    a.own(id, me, now()).await.unwrap();
+    assert_eq!(b.owner(id, now()).await.unwrap(), Some(me));
+    assert_eq!(b.owner(j2, now()).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,15 +464,16 @@ async fn one_idempotency_key_queues_one_job_and_an_unconfirmed_one_is_not_accept
     let (_cleanup, _conn, ch, publisher) = client(&names).await;
     let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
     let deferrer = Deferrer::new(publisher, store.clone(), Arc::new(UnixClock::new()));
+    let me = owner("10.0.0.1");
 
     let first = job("k-same");
     let again = job("k-same");
     assert_eq!(
-        deferrer.defer(&first).await.unwrap(),
+        deferrer.defer(&first, &me).await.unwrap(),
         Deferred::Queued(first.id)
     );
     assert_eq!(
-        deferrer.defer(&again).await.unwrap(),
+        deferrer.defer(&again, &me).await.unwrap(),
         Deferred::Existing(first.id)
     );
     assert_eq!(
@@ -507,19 +493,30 @@ async fn one_idempotency_key_queues_one_job_and_an_unconfirmed_one_is_not_accept
         .unwrap();
     assert_eq!(queued.message_count(), 1, "one message for one key");
 
+    // Another client sending the same key gets a job of its own, never the
+    // first client's.
+    let theirs = job("k-same");
+    let other = owner("10.0.0.2");
+    assert_eq!(
+        deferrer.defer(&theirs, &other).await.unwrap(),
+        Deferred::Queued(theirs.id)
+    );
+    assert_eq!(store.owner(first.id, now()).await.unwrap(), Some(me));
+    assert_eq!(store.owner(theirs.id, now()).await.unwrap(), Some(other));
+
     // The broker cannot take it (the queue is gone): no 202, and the key is
     // free for the client's retry.
     ch.queue_delete(names.work.as_str().into(), QueueDeleteOptions::default())
         .await
         .unwrap();
     let lost = job("k-retry");
-    assert!(deferrer.defer(&lost).await.is_err());
+    assert!(deferrer.defer(&lost, &me).await.is_err());
     topology::declare(&ch, &names, MAX_ATTEMPTS, T)
         .await
         .unwrap();
     let retry = job("k-retry");
     assert_eq!(
-        deferrer.defer(&retry).await.unwrap(),
+        deferrer.defer(&retry, &me).await.unwrap(),
         Deferred::Queued(retry.id)
     );
 }

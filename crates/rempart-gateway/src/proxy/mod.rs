@@ -22,6 +22,7 @@
 
 mod admission;
 mod attempts;
+mod defer;
 mod fallback;
 mod reload;
 
@@ -52,6 +53,7 @@ use crate::deadline_body::DeadlineBody;
 use crate::headers;
 use crate::health_check::HealthCheck;
 use crate::metrics::{LatencyWindow, Metrics, Outcome, RouteMetrics, ServiceCounters};
+use crate::queue::service::ServiceQueue;
 use crate::redis_backend::RedisBackend;
 use crate::router::{Route, Router};
 use crate::stale::{StaleAnswer, StaleResponses};
@@ -59,6 +61,7 @@ use crate::upstream::Upstreams;
 use attempts::{Attempt, Tried};
 use fallback::Refusal;
 
+pub use defer::ServiceReplayer;
 pub use reload::ReloadReport;
 
 /// The body of every response the gateway sends: either one it made (errors,
@@ -80,12 +83,18 @@ pub struct Service {
     bulkhead: Option<Bulkhead>,
     retry_budget: Option<Arc<RetryBudget>>,
     health_check: Option<Arc<HealthCheck>>,
+    queue: Option<Arc<ServiceQueue>>,
 }
 
 impl Service {
     /// Its active health checks, when configured.
     pub fn health_check(&self) -> Option<&Arc<HealthCheck>> {
         self.health_check.as_ref()
+    }
+
+    /// Its queue, when requests to it may be deferred.
+    pub fn queue(&self) -> Option<&Arc<ServiceQueue>> {
+        self.queue.as_ref()
     }
 
     /// Requests in flight now (0 when the bulkhead is off: nothing counts them).
@@ -250,51 +259,76 @@ impl Gateway {
             .attempts(service, route, &mut parts, &body, deadline, wall_deadline)
             .await;
         let stale_key = stale_key.as_ref();
-        match tried {
+        let refusal = match tried {
+            // A 5xx on a route that defers is queued rather than passed on.
             Tried::Sent {
                 outcome: Attempt::Answered(resp),
                 permit,
                 slot,
-            } => {
-                self.deliver(
-                    service,
-                    &parts,
-                    stale_key,
-                    resp,
-                    permit,
-                    slot,
-                    wall_deadline,
-                )
-                .await
+            } if !(resp.status().is_server_error()
+                && self.defers(state, service, route, &parts)) =>
+            {
+                return self
+                    .deliver(
+                        service,
+                        &parts,
+                        stale_key,
+                        resp,
+                        permit,
+                        slot,
+                        wall_deadline,
+                    )
+                    .await;
             }
             Tried::Sent {
                 outcome: Attempt::Timeout,
                 ..
             } => {
+                // The upstream may have acted on it: not deferred, not replayed.
                 service.counters.count(Outcome::Timeout);
-                self.fallback(
-                    service,
-                    Refusal::Timeout,
-                    stale_key.map(String::as_str),
-                    &parts.headers,
-                )
-                .await
+                return self
+                    .fallback(
+                        service,
+                        Refusal::Timeout,
+                        stale_key.map(String::as_str),
+                        &parts.headers,
+                    )
+                    .await;
             }
             Tried::Sent { .. } | Tried::Refused(Refusal::Unreachable) => {
                 service.counters.count(Outcome::Failure);
-                self.fallback(
-                    service,
-                    Refusal::Unreachable,
-                    stale_key.map(String::as_str),
-                    &parts.headers,
-                )
-                .await
+                Refusal::Unreachable
             }
-            Tried::Refused(why) => {
-                self.fallback(service, why, stale_key.map(String::as_str), &parts.headers)
-                    .await
-            }
+            Tried::Refused(why) => why,
+        };
+        let methods = &state.config.routes[route.id].queue_methods;
+        if let Some(accepted) = self
+            .try_defer(service, methods, &parts, &body, &client)
+            .await
+        {
+            return accepted;
         }
+        self.fallback(
+            service,
+            refusal,
+            stale_key.map(String::as_str),
+            &parts.headers,
+        )
+        .await
+    }
+
+    /// Whether a request on `route` may be deferred to `service`'s queue.
+    fn defers(
+        &self,
+        state: &State,
+        service: &Service,
+        route: &Route,
+        parts: &http::request::Parts,
+    ) -> bool {
+        service.queue.is_some()
+            && state.config.routes[route.id]
+                .queue_methods
+                .contains(&parts.method)
     }
 
     /// The upstream's answer to the client. A 5xx gives way to a kept good

@@ -19,6 +19,7 @@ use crate::client_limit::ClientLimiter;
 use crate::config::{GatewayConfig, ServiceConfig};
 use crate::health_check::HealthCheck;
 use crate::metrics::Metrics;
+use crate::queue::service::ServiceQueue;
 use crate::redis_backend::RedisBackend;
 use crate::router::Router;
 use crate::upstream::Upstreams;
@@ -48,6 +49,7 @@ impl Service {
         clock: Arc<dyn Clock>,
         previous: Option<&Service>,
         metrics: &Metrics,
+        redis_url: Option<&str>,
     ) -> Result<Service, String> {
         let b = &config.circuit_breaker;
         let breaker = match previous.filter(|o| o.config.circuit_breaker == *b) {
@@ -118,7 +120,20 @@ impl Service {
                 upstreams.set_probed_healthy(i, true);
             }
         }
+        // A queue keeps its store (results, owners) and broker link while
+        // its settings stay; the embedded worker follows it only on restart.
+        let queue = match previous.filter(|o| o.config.queue == config.queue) {
+            Some(old) => old.queue.clone(),
+            None => config.queue.clone().map(|q| {
+                Arc::new(ServiceQueue::new(
+                    &config.name,
+                    q,
+                    redis_url.map(str::to_owned),
+                ))
+            }),
+        };
         Ok(Service {
+            queue,
             health_check,
             retry_budget,
             latency: previous.map_or_else(Arc::default, |o| Arc::clone(&o.latency)),
@@ -146,7 +161,23 @@ impl State {
         let mut services = Vec::with_capacity(config.services.len());
         for sc in &config.services {
             let old = previous.and_then(|p| p.services.iter().find(|s| s.config.name == sc.name));
-            let svc = Service::new(sc.clone(), Arc::clone(clock), old.map(|s| &**s), metrics)?;
+            let redis_url = match &config.cache.backend {
+                crate::config::CacheBackend::Redis { url } => Some(url.as_str()),
+                crate::config::CacheBackend::Memory => None,
+            };
+            let svc = Service::new(
+                sc.clone(),
+                Arc::clone(clock),
+                old.map(|s| &**s),
+                metrics,
+                redis_url,
+            )?;
+            if previous.is_some() && old.map_or(sc.queue.is_some(), |o| o.config.queue != sc.queue)
+            {
+                report
+                    .needs_restart
+                    .push(format!("services[{}].queue (its worker)", sc.name));
+            }
             if old.is_some_and(|o| o.breaker.ptr_eq(&svc.breaker)) {
                 report.breakers_kept.push(sc.name.clone());
             } else {

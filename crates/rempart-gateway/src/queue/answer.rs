@@ -8,6 +8,10 @@ use http::{HeaderValue, Response, StatusCode, header};
 use super::decision::{JobState, Poll};
 use super::job::JobId;
 
+/// The header a replay carries with its job id, the same on every attempt
+/// and redelivery, so an upstream can deduplicate (with `Idempotency-Key`).
+pub const JOB_ID_HEADER: &str = "x-job-id";
+
 /// The header telling a poll's answer is the stored result of a done job.
 pub const JOB_STATUS_HEADER: &str = "x-job-status";
 

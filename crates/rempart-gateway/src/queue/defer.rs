@@ -7,6 +7,7 @@ use rempart::clock::Clock;
 
 use super::decision::JobState;
 use super::job::{Job, JobId};
+use super::owner::Owner;
 use super::publish::Publisher;
 use super::results::ResultStore;
 use super::wall_time;
@@ -48,12 +49,19 @@ impl<S: ResultStore> Deferrer<S> {
         }
     }
 
-    /// Queues `job`, or finds the job its `Idempotency-Key` already names.
-    /// `Err` means nothing was accepted (the gateway answers its usual 503):
-    /// the broker did not confirm, or the store could not be reached.
-    pub async fn defer(&self, job: &Job) -> Result<Deferred, String> {
+    /// The store jobs are recorded in, for polls.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Queues `job` for `owner`, or finds the job the owner's
+    /// `Idempotency-Key` already names (another owner's same key is another
+    /// job). `Err` means nothing was accepted (the gateway answers its usual
+    /// 503): the broker did not confirm, or the store could not be reached.
+    pub async fn defer(&self, job: &Job, owner: &Owner) -> Result<Deferred, String> {
         let now = wall_time(&*self.clock);
-        if let Some(key) = &job.idempotency_key {
+        let scoped = job.idempotency_key.as_deref().map(|k| owner.scope(k));
+        if let Some(key) = &scoped {
             let named = self
                 .store
                 .job_for_key(key, job.id, now)
@@ -67,13 +75,17 @@ impl<S: ResultStore> Deferrer<S> {
         // final state cannot be overwritten by it if the order races.
         let queued = async {
             self.store
+                .own(job.id, *owner, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.store
                 .report(job.id, JobState::Queued, now)
                 .await
                 .map_err(|e| e.to_string())?;
             self.publisher.submit(job).await.map_err(|e| e.to_string())
         };
         if let Err(e) = queued.await {
-            if let Some(key) = &job.idempotency_key
+            if let Some(key) = &scoped
                 && let Err(forget) = self.store.forget_key(key, job.id).await
             {
                 tracing::warn!(job = %job.id, error = %forget, "Idempotency-Key not freed; it expires with result_ttl");

@@ -9,17 +9,21 @@
 //!   for polls;
 //! - [`worker`]: the consumer;
 //! - [`dead_letters`]: listing and requeueing dead jobs, for operators;
-//! - [`defer`]: accepting a request, once per `Idempotency-Key`;
-//! - [`answer`]: the 202 and the answers to `GET /jobs/{id}`.
+//! - [`owner`]: whose job it is (credentials or address, hashed);
+//! - [`defer`]: accepting a request, once per owner and `Idempotency-Key`;
+//! - [`answer`]: the 202 and the answers to `GET /jobs/{id}`;
+//! - [`service`]: a service's queue as the gateway runs it.
 
 pub mod answer;
 pub mod dead_letters;
 pub mod decision;
 pub mod defer;
 pub mod job;
+pub mod owner;
 pub mod publish;
 pub mod redis_results;
 pub mod results;
+pub mod service;
 pub mod topology;
 pub mod worker;
 

@@ -10,27 +10,31 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::decision::JobState;
 use super::job::JobId;
+use super::owner::Owner;
 use super::results::{ResultStore, StoreError};
 
 /// Stores the state unless a final one is there; the first byte marks final
-/// (`F`) or waiting (`W`) so the script need not parse JSON.
+/// (`F`) or waiting (`W`) so the script need not parse JSON. The owner
+/// (KEYS[2]) then expires with the state.
 const REPORT: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur and string.sub(cur, 1, 1) == 'F' then return cur end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return ARGV[1]
 ";
 
-/// The job a key names, or the candidate once claimed.
 /// Only a dead job reopens: serde writes the tag first, so a dead state
 /// always starts `F{"state":"dead"`.
 const REVIVE: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur and string.sub(cur, 1, 1) == 'F' and string.sub(cur, 1, 16) ~= 'F{"state":"dead"' then return cur end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return ARGV[1]
 "#;
 
+/// The job a key names, or the candidate once claimed.
 const CLAIM: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then return cur end
@@ -115,6 +119,7 @@ impl RedisResults {
                 what,
                 script
                     .key(&key)
+                    .key(format!("{}owner:{id}", self.prefix))
                     .arg(encode(state))
                     .arg(self.ttl_ms())
                     .invoke_async(&mut conn),
@@ -218,5 +223,34 @@ impl ResultStore for RedisResults {
             )
             .await?;
         Ok(())
+    }
+
+    async fn own(&self, id: JobId, owner: Owner, _now: SystemTime) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}owner:{id}", self.prefix);
+        let _: () = self
+            .within(
+                "recording a job's owner",
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(owner.to_string())
+                    .arg("PX")
+                    .arg(self.ttl_ms())
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn owner(&self, id: JobId, _now: SystemTime) -> Result<Option<Owner>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}owner:{id}", self.prefix);
+        let got: Option<String> = self
+            .within(
+                "reading a job's owner",
+                redis::cmd("GET").arg(&key).query_async(&mut conn),
+            )
+            .await?;
+        Ok(got.as_deref().and_then(Owner::from_hex))
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::decision::JobState;
 use super::job::JobId;
+use super::owner::Owner;
 
 /// The store could not be reached or answered nonsense.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,22 @@ pub trait ResultStore: Send + Sync + 'static {
         key: &str,
         id: JobId,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records who `id` belongs to, kept as long as its state: only that
+    /// owner's polls see the job.
+    fn own(
+        &self,
+        id: JobId,
+        owner: Owner,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Who `id` belongs to, if recorded and not expired.
+    fn owner(
+        &self,
+        id: JobId,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<Owner>, StoreError>> + Send;
 }
 
 /// A store shared between the gateway and its worker.
@@ -110,6 +127,23 @@ impl<S: ResultStore> ResultStore for std::sync::Arc<S> {
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).forget_key(key, id)
     }
+
+    fn own(
+        &self,
+        id: JobId,
+        owner: Owner,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).own(id, owner, now)
+    }
+
+    fn owner(
+        &self,
+        id: JobId,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<Owner>, StoreError>> + Send {
+        (**self).owner(id, now)
+    }
 }
 
 /// An in-process [`ResultStore`] (the embedded default; lost on restart).
@@ -123,6 +157,7 @@ pub struct MemoryResults {
 struct Tables {
     jobs: HashMap<JobId, (JobState, SystemTime)>,
     keys: HashMap<String, (JobId, SystemTime)>,
+    owners: HashMap<JobId, (Owner, SystemTime)>,
     next_sweep: Option<SystemTime>,
 }
 
@@ -135,7 +170,19 @@ impl Tables {
         }
         self.jobs.retain(|_, (_, until)| now < *until);
         self.keys.retain(|_, (_, until)| now < *until);
+        self.owners.retain(|_, (_, until)| now < *until);
         self.next_sweep = Some(now + ttl / 4);
+    }
+}
+
+impl Tables {
+    /// Keeps `state` until `until`, and the job's owner as long: otherwise
+    /// the result would turn invisible to its owner before it expires.
+    fn keep(&mut self, id: JobId, state: JobState, until: SystemTime) {
+        self.jobs.insert(id, (state, until));
+        if let Some((_, owned_until)) = self.owners.get_mut(&id) {
+            *owned_until = until;
+        }
     }
 }
 
@@ -178,19 +225,19 @@ impl ResultStore for MemoryResults {
             Some((old, until)) if now < until && old.is_final() => (old, until),
             _ => (state, now + self.ttl),
         };
-        t.jobs.insert(id, (kept.clone(), until));
+        t.keep(id, kept.clone(), until);
         Ok(kept)
     }
 
     async fn revive(&self, id: JobId, now: SystemTime) -> Result<JobState, StoreError> {
         let mut t = self.tables();
         t.sweep(now, self.ttl);
-        let kept = match t.jobs.remove(&id) {
+        let (kept, until) = match t.jobs.remove(&id) {
             Some((done @ JobState::Done(_), until)) if now < until => (done, until),
             _ => (JobState::Queued, now + self.ttl),
         };
-        t.jobs.insert(id, kept.clone());
-        Ok(kept.0)
+        t.keep(id, kept.clone(), until);
+        Ok(kept)
     }
 
     async fn job_for_key(
@@ -216,6 +263,23 @@ impl ResultStore for MemoryResults {
             t.keys.remove(key);
         }
         Ok(())
+    }
+
+    async fn own(&self, id: JobId, owner: Owner, now: SystemTime) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        t.sweep(now, self.ttl);
+        let until = t.jobs.get(&id).map_or(now + self.ttl, |(_, u)| *u);
+        t.owners.insert(id, (owner, until.max(now + self.ttl)));
+        Ok(())
+    }
+
+    async fn owner(&self, id: JobId, now: SystemTime) -> Result<Option<Owner>, StoreError> {
+        Ok(self
+            .tables()
+            .owners
+            .get(&id)
+            .filter(|(_, until)| now < *until)
+            .map(|(o, _)| *o))
     }
 }
 
@@ -319,5 +383,22 @@ mod tests {
         );
         s.forget_key("k", c).await.unwrap();
         assert_eq!(s.job_for_key("k", b, t0() + TTL).await.unwrap(), b);
+    }
+
+    #[tokio::test]
+    async fn the_owner_is_kept_as_long_as_the_result() {
+        let s = MemoryResults::new(TTL);
+        let id = JobId::new(t0());
+        let o = Owner::of(&http::HeaderMap::new(), [10, 0, 0, 1].into());
+        s.own(id, o, t0()).await.unwrap();
+        s.report(id, JobState::Queued, t0()).await.unwrap();
+        // Done late: the result lives TTL from then, and so does its owner.
+        let t1 = t0() + TTL / 2;
+        s.report(id, done("x"), t1).await.unwrap();
+        let later = t0() + TTL + Duration::from_secs(1);
+        assert!(s.get(id, later).await.unwrap().is_some());
+        assert_eq!(s.owner(id, later).await.unwrap(), Some(o));
+        assert_eq!(s.owner(id, t1 + TTL).await.unwrap(), None);
+        assert_eq!(s.owner(JobId::new(t1), t1).await.unwrap(), None);
     }
 }

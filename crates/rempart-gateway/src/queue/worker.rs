@@ -55,6 +55,9 @@ pub struct WorkerSettings {
     pub broker_timeout: Duration,
     /// Wall-clock time for result expiry (`UnixClock` in production).
     pub clock: Arc<dyn Clock>,
+    /// Where completions, retries and dead letters are counted for
+    /// `/metrics` (the default counts nowhere).
+    pub metrics: crate::metrics::JobCounters,
 }
 
 /// What a worker did, for logs and tests.
@@ -253,6 +256,7 @@ async fn settle<R: Replayer, S: ResultStore>(
                 .await
                 .map_err(|e| e.to_string())?;
             shared.counts.poison.fetch_add(1, Ordering::Relaxed);
+            shared.settings.metrics.dead_lettered.inc();
             return Ok(());
         }
     };
@@ -298,6 +302,7 @@ async fn settle<R: Replayer, S: ResultStore>(
                 .await
                 .map_err(|e| e.to_string())?;
             shared.counts.done.fetch_add(1, Ordering::Relaxed);
+            shared.settings.metrics.completed.inc();
             return Ok(());
         }
         Decision::Retry {
@@ -311,6 +316,7 @@ async fn settle<R: Replayer, S: ResultStore>(
                 .await
                 .map_err(|e| e.to_string())?;
             shared.counts.retried.fetch_add(1, Ordering::Relaxed);
+            shared.settings.metrics.retried.inc();
             record(shared, &job, JobState::Retrying { attempt, error }).await;
         }
         Decision::DeadLetter { reason } | Decision::Poison { reason } => {
@@ -320,6 +326,7 @@ async fn settle<R: Replayer, S: ResultStore>(
                 .await
                 .map_err(|e| e.to_string())?;
             shared.counts.dead.fetch_add(1, Ordering::Relaxed);
+            shared.settings.metrics.dead_lettered.inc();
             record(shared, &job, JobState::Dead { error: reason }).await;
         }
     }

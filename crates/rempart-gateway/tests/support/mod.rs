@@ -20,6 +20,8 @@ use rempart_gateway::config::GatewayConfig;
 use rempart_gateway::server::RunningGateway;
 use tokio::net::TcpListener;
 
+pub mod rabbit;
+
 pub type Handler = Arc<
     dyn Fn(Request<Bytes>) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>
         + Send
@@ -32,8 +34,18 @@ where
     F: Fn(Request<Bytes>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
+    upstream_at("127.0.0.1:0".parse().unwrap(), handler).await
+}
+
+/// An HTTP server on `addr` (one that was free: an upstream coming back)
+/// answering with `handler`.
+pub async fn upstream_at<F, Fut>(addr: SocketAddr, handler: F) -> SocketAddr
+where
+    F: Fn(Request<Bytes>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let handler: Handler = Arc::new(move |r| Box::pin(handler(r)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -109,4 +121,23 @@ pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Answer {
 
 pub async fn get(client: &TestClient, url: String) -> Answer {
     send(client, Request::get(url).body(Full::default()).unwrap()).await
+}
+
+/// A loopback address nothing listens on (bound, then let go): an upstream
+/// or broker that is down.
+pub fn closed_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A loopback port held but not listening, so connecting to it is refused
+/// and no other test can take it: an upstream that is down until the socket
+/// is dropped and its address bound again ([`upstream_at`]).
+pub fn held_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
 }
