@@ -51,7 +51,8 @@ pub struct SagaDemoArgs {
     /// New sagas to start (0: only recover what a previous run left).
     #[arg(long, default_value_t = 50)]
     pub sagas: u32,
-    /// Share of calls that fail: payment declines, shipping outages, refund failures.
+    /// Share of calls that fail: payment declines, shipping outages, refund
+    /// failures, and calls whose effect is applied but whose answer is lost.
     #[arg(long, default_value_t = 0.2)]
     pub failure_rate: f64,
     /// Seed of the failure schedule.
@@ -76,6 +77,20 @@ pub struct SagaDemoArgs {
 struct Order {
     order_id: u64,
     amount_cents: i64,
+    /// The failure schedule this saga was started with (`--seed`,
+    /// `--failure-rate`): a rerun with other options that recovers it draws
+    /// the same fate for it, as a real service answers a key the same way.
+    #[serde(default)]
+    schedule: Option<(u64, f64)>,
+}
+
+impl Order {
+    /// A draw in [0, 1) fixed by the saga's schedule, its id and `label`,
+    /// and the failure rate it is compared with.
+    fn draw(&self, run: (u64, f64), saga: uuid::Uuid, label: u64) -> (f64, f64) {
+        let (seed, rate) = self.schedule.unwrap_or(run);
+        (fixed_draw(seed, saga, label), rate)
+    }
 }
 
 /// Runs the demo; returns the exit code.
@@ -176,6 +191,7 @@ fn fixed_draw(seed: u64, saga: uuid::Uuid, label: u64) -> f64 {
 }
 
 fn order_saga(db: &Db, rate: f64, seed: u64) -> Saga {
+    let run = (seed, rate);
     let outage = Arc::new(
         Chaos::<(), StepError>::error(rate, || StepError::retryable("503 service unavailable"))
             .expect("rate checked")
@@ -217,6 +233,18 @@ fn order_saga(db: &Db, rate: f64, seed: u64) -> Saga {
             move |ctx, o: Order| {
                 let db = d3.clone();
                 async move {
+                    // The charge is applied but its answer is lost (a gateway
+                    // timeout), on every attempt for some sagas (the saga gives
+                    // up on a STARTED step that did take effect: recovery must
+                    // refund it by key), on the first two for others (the
+                    // retry must find the charge by key, not charge again).
+                    let (lost, rate) = o.draw(run, ctx.saga_id, 4);
+                    if lost < rate / 3.0 || (lost < rate / 1.5 && ctx.attempt <= 2) {
+                        with_pool!(db, p => sqlx::query("INSERT INTO demo_payments (saga_id, idempotency_key, amount_cents, status) VALUES ($1, $2, $3, 'charged') ON CONFLICT (idempotency_key) DO NOTHING")
+                            .bind(ctx.saga_id).bind(&ctx.idempotency_key).bind(o.amount_cents).execute(p).await.map(|_| ()))
+                            .map_err(StepError::retryable)?;
+                        return Err(StepError::retryable("504 gateway timeout after the charge was sent"));
+                    }
                     // Like a real payment API: a repeated key answers the first outcome.
                     let charged: Option<i64> = with_pool!(db, p => sqlx::query_scalar("SELECT amount_cents FROM demo_payments WHERE idempotency_key = $1")
                         .bind(&ctx.idempotency_key).fetch_optional(p).await)
@@ -224,7 +252,8 @@ fn order_saga(db: &Db, rate: f64, seed: u64) -> Saga {
                     if let Some(amount) = charged {
                         return Ok(json!({"charged": amount}));
                     }
-                    if fixed_draw(seed, ctx.saga_id, 1) < rate / 2.0 {
+                    let (declined, rate) = o.draw(run, ctx.saga_id, 1);
+                    if declined < rate / 2.0 {
                         return Err(StepError::refused("card declined"));
                     }
                     // One charge per idempotency key, whatever the retries.
@@ -234,34 +263,47 @@ fn order_saga(db: &Db, rate: f64, seed: u64) -> Saga {
                     Ok(json!({"charged": o.amount_cents}))
                 }
             },
-            move |ctx, _o: Order, _out: Option<serde_json::Value>| {
+            move |ctx, o: Order, _out: Option<serde_json::Value>| {
                 let db = d4.clone();
                 let flaky = o1.clone();
                 async move {
                     // Some refunds fail for good: the saga ends COMPENSATION_FAILED.
-                    if fixed_draw(seed, ctx.saga_id, 2) < rate / 10.0 {
+                    let (rejects, rate) = o.draw(run, ctx.saga_id, 2);
+                    if rejects < rate / 10.0 {
                         return Err(StepError::retryable("refund service rejects this card"));
                     }
                     flaky.call(|| async { Ok(()) }).await?;
-                    with_pool!(db, p => sqlx::query("UPDATE demo_payments SET status = 'refunded' WHERE saga_id = $1")
-                        .bind(ctx.saga_id).execute(p).await.map(|_| ()))
+                    // By idempotency key, not by the step's output: a STARTED
+                    // step has none, and its charge may still exist.
+                    with_pool!(db, p => sqlx::query("UPDATE demo_payments SET status = 'refunded' WHERE idempotency_key = $1")
+                        .bind(&ctx.idempotency_key).execute(p).await.map(|_| ()))
                         .map_err(StepError::retryable)
                 }
             },
         ))
         .step(Step::compensable(
             "CREATE_SHIPMENT",
-            move |ctx, _o: Order| {
+            move |ctx, o: Order| {
                 let db = d5.clone();
                 let flaky = o2.clone();
                 async move {
+                    // The shipment is created but every answer is lost: the
+                    // saga gives up on a STARTED step; recovery cancels it.
+                    let (lost, rate) = o.draw(run, ctx.saga_id, 5);
+                    if lost < rate / 6.0 {
+                        with_pool!(db, p => sqlx::query("INSERT INTO demo_shipments (saga_id, status) VALUES ($1, 'created') ON CONFLICT (saga_id) DO NOTHING")
+                            .bind(ctx.saga_id).execute(p).await.map(|_| ()))
+                            .map_err(StepError::retryable)?;
+                        return Err(StepError::retryable("shipping API timed out after the request was sent"));
+                    }
                     let created: Option<String> = with_pool!(db, p => sqlx::query_scalar("SELECT status FROM demo_shipments WHERE saga_id = $1")
                         .bind(ctx.saga_id).fetch_optional(p).await)
                         .map_err(StepError::retryable)?;
                     if created.is_some() {
                         return Ok(json!({"shipment": ctx.saga_id.to_string()}));
                     }
-                    if fixed_draw(seed, ctx.saga_id, 3) < rate / 4.0 {
+                    let (refused, rate) = o.draw(run, ctx.saga_id, 3);
+                    if refused < rate / 4.0 {
                         return Err(StepError::refused("address not deliverable"));
                     }
                     flaky.call(|| async { Ok(()) }).await?;
@@ -348,7 +390,11 @@ async fn run_engine(args: &SagaDemoArgs, url: &str) -> u8 {
         })
     };
     for i in 0..args.sagas {
-        let order = json!({"order_id": i, "amount_cents": 1_000 + i64::from(i)});
+        let order = json!({
+            "order_id": i,
+            "amount_cents": 1_000 + i64::from(i),
+            "schedule": [args.seed, args.failure_rate],
+        });
         if let Err(e) = engine.start("create_order", order).await {
             eprintln!("error: {e}");
             return EXIT_FAILURE;

@@ -60,4 +60,4 @@ pub use engine::{EngineConfig, SagaEngine, SagaError};
 pub use metrics::SagaMetrics;
 pub use record::{SagaRecord, SagaStatus, StepRecord, StepStatus};
 pub use step::{Step, StepContext, StepError};
-pub use store::{Lease, SagaStore, SagaSummary, SqlSagaStore, StoreError};
+pub use store::{Lease, SagaStore, SagaSummary, SqlSagaStore, StoreError, WriteCounts};

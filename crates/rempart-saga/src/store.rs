@@ -17,7 +17,7 @@ use sqlx::Row;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::group_commit::{Write, Writer, bind_step, ms, write_one};
+use crate::group_commit::{Counters, Write, Writer, bind_step, ms, write_one};
 use crate::record::{SagaRecord, SagaStatus, StepRecord, StepStatus};
 
 /// A worker's hold on a saga.
@@ -66,6 +66,17 @@ pub enum StoreError {
         /// Why the action does not apply.
         what: String,
     },
+}
+
+/// What the engine's writes (creates and saves) have cost this store so
+/// far. Statements per saga, more than commits, bound the rate once writes
+/// are group-committed: each is a round trip and a parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteCounts {
+    /// Transactions committed (or tried).
+    pub transactions: u64,
+    /// SQL statements run inside them (BEGIN and COMMIT not counted).
+    pub statements: u64,
 }
 
 /// A one-line view of a saga, for listings.
@@ -144,6 +155,7 @@ pub struct SqlSagaStore {
     db: Db,
     // The group-commit writer, started on first write (see group_commit.rs).
     writer: Arc<OnceLock<Writer>>,
+    counters: Arc<Counters>,
 }
 
 impl SqlSagaStore {
@@ -153,6 +165,7 @@ impl SqlSagaStore {
         SqlSagaStore {
             db,
             writer: Arc::default(),
+            counters: Arc::default(),
         }
     }
 
@@ -166,6 +179,15 @@ impl SqlSagaStore {
     /// The database.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// What the engine's writes have cost so far.
+    pub fn write_counts(&self) -> WriteCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        WriteCounts {
+            transactions: self.counters.transactions.load(Relaxed),
+            statements: self.counters.statements.load(Relaxed),
+        }
     }
 }
 
@@ -188,11 +210,11 @@ impl SqlSagaStore {
     async fn write(&self, write: Write) -> Result<bool, StoreError> {
         let writer = self
             .writer
-            .get_or_init(|| Writer::spawn(self.db.clone()))
+            .get_or_init(|| Writer::spawn(self.db.clone(), self.counters.clone()))
             .clone();
         match writer.write(write).await {
             Ok(written) => written,
-            Err(write) => write_one(&self.db, &write).await,
+            Err(write) => write_one(&self.db, &self.counters, &write).await,
         }
     }
 
