@@ -14,7 +14,9 @@ pub mod ticket;
 // The store and its tamper evidence.
 pub mod archive;
 pub mod chain;
+pub mod envelope;
 pub mod journal;
+pub mod revenue;
 pub mod schema;
 pub mod signing;
 pub mod store;
