@@ -32,6 +32,12 @@ async fn register(dir: &Path, sales: &[(&str, &[(VatRate, i64)])]) -> (EventStor
         .with_key(key)
         .await
         .unwrap();
+    sell(&store, sales).await;
+    (store, url)
+}
+
+/// Records one ticket per `(day, lines)`, each at noon UTC of its day.
+async fn sell(store: &EventStore, sales: &[(&str, &[(VatRate, i64)])]) {
     for (n, (day, lines)) in sales.iter().enumerate() {
         let date: BusinessDate = day.parse().unwrap();
         let meta = TicketMeta {
@@ -79,7 +85,6 @@ async fn register(dir: &Path, sales: &[(&str, &[(VatRate, i64)])]) -> (EventStor
             .await
             .unwrap();
     }
-    (store, url)
 }
 
 /// Exit code, stdout, stderr.
@@ -366,4 +371,41 @@ async fn bad_periods_paths_keys_and_databases_are_named() {
         assert_eq!(code, Some(1), "{err}");
         assert!(err.contains("127.0.0.1:1"), "{err}");
     }
+}
+
+#[tokio::test]
+async fn a_postgres_store_closes_with_the_key_given() {
+    let t = rempart_db::test_support::TestDb::new("postgres")
+        .await
+        .unwrap();
+    t.db.migrate(&rempart_events::schema::EVENTS_SCHEMA)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("k.key");
+    let key = RegisterKey::load_or_create(&key_file, REGISTER).unwrap();
+    let store = EventStore::new(t.db.clone()).with_key(key).await.unwrap();
+    sell(&store, &[("2025-11-29", NOV_29)]).await;
+
+    let args = [
+        "events",
+        "close",
+        "--database",
+        &t.url,
+        "--period",
+        "day",
+        "--date",
+        "2025-11-29",
+        "--json",
+    ];
+    let (code, _, err) = rempart(&args);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("pass --key FILE"), "{err}");
+    let key_arg = key_file.display().to_string();
+    let (code, out, err) = rempart(&[&args[..], &["--key", &key_arg]].concat());
+    assert_eq!(code, Some(0), "{out}{err}");
+    let closure: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(closure["grandTotalPerpetuel"], 15_00);
+    let (code, out, err) = rempart(&["events", "verify", &t.url]);
+    assert_eq!(code, Some(0), "{out}{err}");
 }
