@@ -110,6 +110,12 @@ pub struct PagePlan {
     pub events: u64,
 }
 
+fn add_count(a: u64, b: u64) -> Result<u64, MoneyError> {
+    a.checked_add(b).ok_or(MoneyError::Overflow {
+        what: "a ticket count",
+    })
+}
+
 /// Folds `events` (in position order) into what they add to a projection at
 /// `checkpoint`: events at or below it are skipped, the others must follow
 /// it without a hole.
@@ -144,7 +150,7 @@ pub fn plan_page(
             let row = plan.changes.entry((c.date, c.store_id)).or_default();
             row.total_ht = row.total_ht.checked_add(c.total_ht)?;
             row.total_tva = row.total_tva.checked_add(c.total_tva)?;
-            row.ticket_count += c.ticket_count;
+            row.ticket_count = add_count(row.ticket_count, c.ticket_count)?;
         }
         at = Some(e.position);
         plan.events += 1;
@@ -261,7 +267,7 @@ impl RevenueTable {
                 let row = plan.changes.entry(key).or_default();
                 row.total_ht = row.total_ht.checked_add(r.total_ht)?;
                 row.total_tva = row.total_tva.checked_add(r.total_tva)?;
-                row.ticket_count += r.ticket_count;
+                row.ticket_count = add_count(row.ticket_count, r.ticket_count)?;
             }
             plan.events += next.events;
             plan.last = next.last.or(plan.last);

@@ -160,6 +160,7 @@ both_backends!(
     a_rebuild_equals_the_incremental_result,
     totals_equal_the_sum_of_the_tickets_to_the_cent,
     the_lag_counts_positions_and_time_behind,
+    two_runners_at_once_count_each_ticket_once,
 );
 
 async fn replaying_the_same_events_twice_changes_nothing(backend: &str) {
@@ -342,4 +343,30 @@ async fn the_lag_counts_positions_and_time_behind(backend: &str) {
     table.catch_up(&store).await.unwrap();
     let lag = table.lag(&store, 1_005_000).await.unwrap();
     assert_eq!((lag.behind, lag.since_last_applied_ms), (0, Some(2_000)));
+}
+
+/// Two projection runners on the same table while tickets keep coming:
+/// each reads the checkpoint under the table's lock, so none is counted twice.
+async fn two_runners_at_once_count_each_ticket_once(backend: &str) {
+    let (store, table, _t) = setup(backend).await;
+    let sold = sales(7, 80);
+    let runner = |table: RevenueTable, store: EventStore| {
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                table.catch_up(&store).await.unwrap();
+                // Replays of whatever is there, as a restarted runner would.
+                let all = store.read_all(1, 10_000).await.unwrap();
+                table.apply(&all).await.unwrap();
+            }
+        })
+    };
+    let a = runner(table.clone(), store.clone());
+    let b = runner(table.clone(), store.clone());
+    for (i, chunk) in sold.chunks(5).enumerate() {
+        append(&store, chunk, i * 5).await;
+    }
+    a.await.unwrap();
+    b.await.unwrap();
+    table.catch_up(&store).await.unwrap();
+    assert_eq!(table.rows().await.unwrap(), expected(&sold));
 }
