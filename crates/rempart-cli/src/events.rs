@@ -98,6 +98,21 @@ pub enum EventsCommand {
         #[arg(long, value_name = "FILE")]
         key: Option<std::path::PathBuf>,
     },
+    /// Bring the revenue projection `chiffre_affaires` (date, store, HT,
+    /// TVA, tickets) up to date from the store, and print it with how far
+    /// behind it was. Its checkpoint is committed with its rows, so running
+    /// it twice, or after a crash, counts nothing twice.
+    Revenue {
+        /// The store: sqlite://PATH or a postgres:// URL (the table is kept there).
+        #[arg(long, value_name = "URL")]
+        database: String,
+        /// Recompute from the first event instead (same rows).
+        #[arg(long)]
+        rebuild: bool,
+        /// Print as JSON (amounts in cents).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 type Failure = (u8, String);
@@ -263,5 +278,10 @@ async fn run_async(cmd: EventsCommand) -> Result<u8, Failure> {
             register,
             key,
         } => close::archive(&database, &period, &out, register, key).await,
+        EventsCommand::Revenue {
+            database,
+            rebuild,
+            json,
+        } => close::revenue(&database, rebuild, json).await,
     }
 }

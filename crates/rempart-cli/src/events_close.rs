@@ -307,6 +307,71 @@ pub(crate) async fn archive(
     Ok(0)
 }
 
+/// `events revenue`: brings `chiffre_affaires` up to date (or rebuilds it
+/// from position 1), then prints its rows and how far behind it was.
+pub(crate) async fn revenue(database: &str, rebuild: bool, json: bool) -> Result<u8, Failure> {
+    use rempart::clock::{Clock, UnixClock};
+    use rempart_events::revenue::{ProjectionError, RevenueTable};
+    let failure = |e: ProjectionError| match e {
+        ProjectionError::Db(d) | ProjectionError::Store(StoreError::Db(d)) => db_failure(d),
+        e @ (ProjectionError::Envelope(_) | ProjectionError::Corrupt(_)) => {
+            (EXIT_ALTERED, e.to_string())
+        }
+        e => (EXIT_FAILURE, e.to_string()),
+    };
+    let store = open_store(database).await?;
+    let table = RevenueTable::open(store.db().clone())
+        .await
+        .map_err(failure)?;
+    let now_ms = || i64::try_from(UnixClock::new().now().as_nanos() / 1_000_000).unwrap_or(0);
+    let before = table.lag(&store, now_ms()).await.map_err(failure)?;
+    let applied = if rebuild {
+        table.rebuild(&store).await
+    } else {
+        table.catch_up(&store).await
+    }
+    .map_err(failure)?;
+    let rows = table.rows().await.map_err(failure)?;
+    let after = table.lag(&store, now_ms()).await.map_err(failure)?;
+    store.db().close().await;
+    if json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "date": r.date.to_string(),
+                    "store_id": r.store_id.as_str(),
+                    "total_ht": r.revenue.total_ht.get(),
+                    "total_tva": r.revenue.total_tva.get(),
+                    "ticket_count": r.revenue.ticket_count,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "applied": applied,
+            "lag_before": before,
+            "lag_after": after,
+            "rows": rows,
+        });
+        println!("{v}");
+        return Ok(0);
+    }
+    println!(
+        "{} {applied} event(s); was {} position(s) behind the head {}; now at {}",
+        if rebuild { "rebuilt from" } else { "applied" },
+        before.behind,
+        before.head,
+        after.checkpoint
+    );
+    for r in &rows {
+        println!(
+            "{} {}: HT {} €, TVA {} €, {} ticket(s)",
+            r.date, r.store_id, r.revenue.total_ht, r.revenue.total_tva, r.revenue.ticket_count
+        );
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

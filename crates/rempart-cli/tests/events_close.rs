@@ -409,3 +409,50 @@ async fn a_postgres_store_closes_with_the_key_given() {
     let (code, out, err) = rempart(&["events", "verify", &t.url]);
     assert_eq!(code, Some(0), "{out}{err}");
 }
+
+#[tokio::test]
+async fn revenue_counts_each_ticket_once_however_often_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, url) = register(
+        dir.path(),
+        &[
+            ("2025-11-29", NOV_29),
+            ("2025-11-29", NOV_30),
+            ("2025-12-01", DEC_01),
+        ],
+    )
+    .await;
+    let run = |extra: &[&str]| {
+        let (code, out, err) = rempart(
+            &[
+                &["events", "revenue", "--database", &url, "--json"][..],
+                extra,
+            ]
+            .concat(),
+        );
+        assert_eq!(code, Some(0), "{out}{err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let first = run(&[]);
+    assert_eq!(first["lag_before"]["behind"], first["lag_before"]["head"]);
+    assert_eq!(first["lag_after"]["behind"], 0);
+    let rows = first["rows"].clone();
+    // 15.00 € + 20.00 € on the 29th, 3.00 € on December 1st, TTC.
+    let nov = &rows[0];
+    assert_eq!(
+        (nov["date"].as_str(), nov["ticket_count"].as_u64()),
+        (Some("2025-11-29"), Some(2))
+    );
+    assert_eq!(
+        nov["total_ht"].as_i64().unwrap() + nov["total_tva"].as_i64().unwrap(),
+        35_00
+    );
+    assert_eq!(
+        rows[1]["total_ht"].as_i64().unwrap() + rows[1]["total_tva"].as_i64().unwrap(),
+        3_00
+    );
+    assert_eq!(run(&[])["rows"], rows, "a second run counts nothing twice");
+    let rebuilt = run(&["--rebuild"]);
+    assert_eq!(rebuilt["rows"], rows);
+    assert_eq!(rebuilt["applied"], first["applied"]);
+}
