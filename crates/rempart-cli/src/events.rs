@@ -13,7 +13,11 @@ use rempart_events::chain::unhex;
 use rempart_events::verify::{Anchor, Report, VerifyError, VerifyOptions, open_for_verify, verify};
 
 use crate::saga::runtime;
+
+#[path = "events_close.rs"]
+mod close;
 use crate::{EXIT_FAILURE, EXIT_USAGE};
+use close::PeriodKind;
 
 /// Exit code when a store was altered (sysexits' `EX_DATAERR`).
 pub(crate) const EXIT_ALTERED: u8 = 65;
@@ -40,6 +44,72 @@ pub enum EventsCommand {
         #[arg(long, value_name = "FILE")]
         keys: Option<std::path::PathBuf>,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a closure (NF 525 clôture) in a register's store: the period's
+    /// totals per VAT rate and the perpetual grand total, chained and
+    /// signed with the register's key, and journaled.
+    ///
+    /// A day is closed once, in order; a month from its days, a year from
+    /// its months, once their last day has come. Exits 64 when the request
+    /// is refused (saying what to close first), 1 when the database cannot
+    /// be reached.
+    Close {
+        /// The register's store: sqlite://PATH (or a postgres:// URL).
+        #[arg(long, value_name = "URL")]
+        database: String,
+        /// What to close.
+        #[arg(long, value_enum)]
+        period: PeriodKind,
+        /// A day YYYY-MM-DD (a month: YYYY-MM, a year: YYYY, or any day in
+        /// it); default today (UTC).
+        #[arg(long, value_name = "DATE")]
+        date: Option<String>,
+        /// The register; default the one whose key the store records.
+        #[arg(long, value_name = "ID")]
+        register: Option<String>,
+        /// The register's secret key file; default PATH with extension `.key`.
+        #[arg(long, value_name = "FILE")]
+        key: Option<std::path::PathBuf>,
+        /// Print the closure as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the archive of a period (NF 525 archivage): one SQLite file
+    /// holding the period's events as stored, the journal, the public keys
+    /// and a manifest signed with the register's key. `rempart events
+    /// verify FILE` checks it.
+    Archive {
+        /// The register's store: sqlite://PATH (or a postgres:// URL).
+        #[arg(long, value_name = "URL")]
+        database: String,
+        /// The period: a month YYYY-MM, a year YYYY or a day YYYY-MM-DD
+        /// (events recorded in it, UTC).
+        #[arg(long, value_name = "PERIOD")]
+        period: String,
+        /// The archive file to create (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+        /// The register; default the one whose key the store records.
+        #[arg(long, value_name = "ID")]
+        register: Option<String>,
+        /// The register's secret key file; default PATH with extension `.key`.
+        #[arg(long, value_name = "FILE")]
+        key: Option<std::path::PathBuf>,
+    },
+    /// Bring the revenue projection `chiffre_affaires` (date, store, HT,
+    /// TVA, tickets) up to date from the store, and print it with how far
+    /// behind it was. Its checkpoint is committed with its rows, so running
+    /// it twice, or after a crash, counts nothing twice.
+    Revenue {
+        /// The store: sqlite://PATH or a postgres:// URL (the table is kept there).
+        #[arg(long, value_name = "URL")]
+        database: String,
+        /// Recompute from the first event instead (same rows).
+        #[arg(long)]
+        rebuild: bool,
+        /// Print as JSON (amounts in cents).
         #[arg(long)]
         json: bool,
     },
@@ -193,5 +263,25 @@ async fn run_async(cmd: EventsCommand) -> Result<u8, Failure> {
             print_report(&path, &report, json);
             Ok(if report.intact() { 0 } else { EXIT_ALTERED })
         }
+        EventsCommand::Close {
+            database,
+            period,
+            date,
+            register,
+            key,
+            json,
+        } => close::close(&database, period, date.as_deref(), register, key, json).await,
+        EventsCommand::Archive {
+            database,
+            period,
+            out,
+            register,
+            key,
+        } => close::archive(&database, &period, &out, register, key).await,
+        EventsCommand::Revenue {
+            database,
+            rebuild,
+            json,
+        } => close::revenue(&database, rebuild, json).await,
     }
 }

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 // Domain (pure: no database, no I/O).
+pub mod calendar;
 pub mod clock;
 pub mod closure;
 pub mod conflict;
@@ -14,7 +15,10 @@ pub mod ticket;
 // The store and its tamper evidence.
 pub mod archive;
 pub mod chain;
+pub mod closing;
+pub mod envelope;
 pub mod journal;
+pub mod revenue;
 pub mod schema;
 pub mod signing;
 pub mod store;
