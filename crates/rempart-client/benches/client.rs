@@ -13,9 +13,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::Extensions;
 use rempart_client::{ClientConfig, Resilience};
-use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware};
 use reqwest_retry::RetryTransientMiddleware;
 use reqwest_retry::policies::ExponentialBackoff;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,20 +59,9 @@ fn server() -> String {
     format!("http://{}/movies", rx.recv().unwrap())
 }
 
-/// Answers 200 without a network: the end of the in-process stacks.
-struct Answer;
-
-#[async_trait::async_trait]
-impl Middleware for Answer {
-    async fn handle(
-        &self,
-        _req: reqwest::Request,
-        _ext: &mut Extensions,
-        _next: Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
-        Ok(reqwest::Response::from(http::Response::new("ok")))
-    }
-}
+#[path = "support/answer.rs"]
+mod answer;
+use answer::Answer;
 
 fn rempart(toml: &str) -> Resilience {
     Resilience::new(ClientConfig::parse(toml, "bench.toml").unwrap())

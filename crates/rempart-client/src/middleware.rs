@@ -239,21 +239,30 @@ impl Middleware for Resilience {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let key = match extensions.get::<BreakerKey>() {
-            Some(k) => k.0.to_string(),
-            None => host::key_of(req.url()),
+        let host = match extensions.get::<BreakerKey>() {
+            Some(k) => self.host(&k.0),
+            None => self.host(host::key_of(req.url())),
         };
-        let host = self.host(&key);
-        let url = req.url().clone();
+        // Only a fallback answer needs the URL after the request is spent.
+        let url = host.fallback.as_ref().map(|_| req.url().clone());
         // Only a GET's answer can stand in for a later GET of the same URL.
         let cache_key: Option<Arc<str>> = (self.shared.cache.is_some()
             && req.method() == http::Method::GET)
-            .then(|| Arc::from(url.as_str()));
+            .then(|| Arc::from(req.url().as_str()));
         let idempotent = idempotent(req.method());
+        // Boxed: the retry loop's future is several kilobytes, and every
+        // layer above (the deadline's scope, async-trait's box) would move it.
         let result = Deadline::after(host.timeout)
-            .scope(self.attempts(&host, req, extensions, next, idempotent, cache_key.as_ref()))
+            .scope(Box::pin(self.attempts(
+                &host,
+                req,
+                extensions,
+                next,
+                idempotent,
+                cache_key.as_ref(),
+            )))
             .await;
-        self.finish(&host, result, cache_key, &url).await
+        self.finish(&host, result, cache_key, url.as_ref()).await
     }
 }
 
@@ -335,10 +344,15 @@ impl Resilience {
         let sent = tokio::time::timeout(limit, async {
             let resp = next.run(req, &mut ext).await?;
             match (&self.shared.cache, cache_key) {
+                // Boxed: reading and storing the body makes a large future,
+                // which every call without a cache would otherwise move around.
                 (Some(cache), Some(k)) if resp.status().is_success() => {
-                    let (resp, stored) = answer::buffer(resp).await?;
-                    cache.store(Arc::clone(k), stored).await;
-                    Ok(resp)
+                    Box::pin(async {
+                        let (resp, stored) = answer::buffer(resp).await?;
+                        cache.store(Arc::clone(k), stored).await;
+                        Ok(resp)
+                    })
+                    .await
                 }
                 _ => Ok(resp),
             }
@@ -391,7 +405,7 @@ impl Resilience {
         host: &HostPolicies,
         result: Result<Response, RetryError<AttemptError>>,
         cache_key: Option<Arc<str>>,
-        url: &reqwest::Url,
+        url: Option<&reqwest::Url>,
     ) -> reqwest_middleware::Result<Response> {
         let config = &self.shared.config;
         let failed = match result {
@@ -411,7 +425,7 @@ impl Resilience {
             },
         };
         if answerable
-            && let Some(chain) = &host.fallback
+            && let (Some(chain), Some(url)) = (&host.fallback, url)
             && let Ok(answer) = chain.recover(Failure { cache_key }).await
         {
             let (resp, kind) = fallback_response(answer.value, answer.mode, url);
