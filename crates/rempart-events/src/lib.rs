@@ -18,4 +18,5 @@ pub mod journal;
 pub mod schema;
 pub mod signing;
 pub mod store;
+pub mod sync;
 pub mod verify;
