@@ -103,6 +103,18 @@ impl RegisterSync {
     /// ack, at most `max`; `None` when central has them all.
     pub async fn outbox(&self, max: usize) -> Result<Option<PushBatch>, StoreError> {
         let (acked, _) = self.progress().await?;
+        self.outbox_after(acked, max).await
+    }
+
+    /// The batch after seq `after` of the register's chain: a register may
+    /// send its next batch before the previous one is acknowledged (central
+    /// holds it back until the earlier one arrives).
+    pub async fn outbox_after(
+        &self,
+        after: u64,
+        max: usize,
+    ) -> Result<Option<PushBatch>, StoreError> {
+        let acked = after;
         let max = max.clamp(1, MAX_BATCH_EVENTS) as u32;
         let events = self.store.read_chain(&self.register_id, acked, max).await?;
         if events.is_empty() {
