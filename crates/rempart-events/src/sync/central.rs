@@ -21,7 +21,7 @@ use crate::conflict::StreamEvent;
 use crate::journal::TechnicalKind;
 use crate::store::{EventStore, ExpectedVersion, StoreError, StreamAppend};
 
-use super::decide::{Enrolment, check_batch, new_conflicts, take_batch};
+use super::decide::{Enrolment, check_batch, check_enrolment, new_conflicts, take_batch};
 use super::wire::{Ack, PullPage, PushBatch, WireEvent};
 use super::{SYNC_SCHEMA, SyncError};
 
@@ -198,6 +198,7 @@ impl Central {
         let mut intake = self.intake.lock().await;
         let enrolled = self.enrolments().await?;
         let known = enrolled.get(&batch.register_id).cloned();
+        check_enrolment(&batch, known.as_ref()).map_err(SyncError::Conflict)?;
         check_batch(&batch, known.as_ref()).map_err(SyncError::Rejected)?;
         self.enrol(&batch, known.as_ref()).await?;
         let mut enrolled = enrolled;

@@ -35,6 +35,20 @@ pub struct Enrolment {
     pub store_id: String,
 }
 
+/// Does the sender keep the number and shop central enrolled it with?
+/// (A mismatch is answered 409: the register's configuration is wrong.)
+pub fn check_enrolment(batch: &PushBatch, known: Option<&Enrolment>) -> Result<(), String> {
+    match known {
+        Some(k) if k.register_no != batch.register_no || k.store_id != batch.store_id => {
+            Err(format!(
+                "register {} is enrolled as number {} of shop {}, and this batch says number {} of shop {}; fix the register's configuration",
+                batch.register_id, k.register_no, k.store_id, batch.register_no, batch.store_id
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Checks a push before anything is read or written; the error says what
 /// is wrong, where, and how to fix it (answered as a 4xx).
 ///
@@ -52,14 +66,7 @@ pub fn check_batch(batch: &PushBatch, known: Option<&Enrolment>) -> Result<(), S
             batch.events.len()
         ));
     }
-    if let Some(k) = known
-        && (k.register_no != batch.register_no || k.store_id != batch.store_id)
-    {
-        return Err(format!(
-            "register {} is enrolled as number {} of shop {}, and this batch says number {} of shop {}; fix the register's configuration",
-            batch.register_id, k.register_no, k.store_id, batch.register_no, batch.store_id
-        ));
-    }
+    check_enrolment(batch, known)?;
     let no = RegisterNo(batch.register_no);
     let mut previous: Option<u64> = None;
     for (i, e) in batch.events.iter().enumerate() {
