@@ -164,3 +164,36 @@ async fn clock_bytes_with_500_registers() {
         "a store's clock should stay a few bytes per store-mate: {max}"
     );
 }
+
+/// A closure appended by another program (`rempart events close` opens the
+/// store by URL) still gets the register's clock: sync recorded its number
+/// in the store. And a register cannot come back under another number.
+#[tokio::test]
+async fn whoever_opens_a_registers_store_ticks_its_clock() {
+    use rempart_events::signing::RegisterKey;
+    use rempart_events::sync::RegisterSync;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("r-5.sqlite").display());
+    let key = || RegisterKey::from_secret("r-5", [5; 32]);
+    let r = RegisterSync::open(&url, key(), "s1", RegisterNo(5))
+        .await
+        .unwrap();
+    r.store()
+        .append("t-1", ExpectedVersion::NoStream, vec![sale("s1", "r-5", 1)])
+        .await
+        .unwrap();
+    let other = EventStore::open(&url).await.unwrap();
+    other
+        .append("closures", ExpectedVersion::Any, vec![sale("s1", "r-5", 2)])
+        .await
+        .unwrap();
+    let last = other.read_all(2, 1).await.unwrap().remove(0);
+    assert_eq!(
+        clock(&last.clock).entries().collect::<Vec<_>>(),
+        [(RegisterNo(5), 2)]
+    );
+    let err = RegisterSync::open(&url, key(), "s1", RegisterNo(6))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("keeps its number"), "{err}");
+}

@@ -350,7 +350,19 @@ impl EventStore {
     pub async fn open(url: &str) -> Result<EventStore, StoreError> {
         let db = Db::open(url).await?;
         db.migrate(&crate::schema::EVENTS_SCHEMA).await?;
-        Ok(EventStore::new(db))
+        // A register's number, if sync recorded one: whoever opens the
+        // store (a closure from the command line) then ticks its clock.
+        let numbers: Vec<(String, i64)> = rempart_db::with_pool!(db, pool => {
+            sqlx::query_as("SELECT register_id, register_no FROM sync_peer")
+                .fetch_all(pool).await.unwrap_or_default()
+        });
+        let mut store = EventStore::new(db);
+        for (register, no) in numbers {
+            if let Ok(no) = u32::try_from(no) {
+                store = store.with_register_no(&register, RegisterNo(no));
+            }
+        }
+        Ok(store)
     }
 
     /// This store on another clock (its nanoseconds read as time since the

@@ -61,10 +61,18 @@ impl RegisterSync {
             .await?
             .with_register_no(&register_id, no);
         let err = |e| store.err(e);
-        with_pool!(store.db(), pool => {
-            sqlx::query("INSERT INTO sync_peer (register_id, acked_seq, pulled_position) VALUES ($1, 0, 0) ON CONFLICT (register_id) DO NOTHING")
-                .bind(&register_id).execute(pool).await.map_err(err)?;
+        let stored: i64 = with_pool!(store.db(), pool => {
+            sqlx::query("INSERT INTO sync_peer (register_id, register_no, acked_seq, pulled_position) VALUES ($1, $2, 0, 0) ON CONFLICT (register_id) DO NOTHING")
+                .bind(&register_id).bind(i64::from(no.0)).execute(pool).await.map_err(err)?;
+            sqlx::query_scalar("SELECT register_no FROM sync_peer WHERE register_id = $1")
+                .bind(&register_id).fetch_one(pool).await.map_err(err)?
         });
+        if stored != i64::from(no.0) {
+            return Err(StoreError::Invalid(format!(
+                "register {register_id} is number {stored} in this store, not {}: a register keeps its number (its vector clock entry); fix its configuration",
+                no.0
+            )));
+        }
         Ok(RegisterSync {
             store,
             register_id,

@@ -5,8 +5,10 @@
 //! - `sync_registers` (central): each register's number in the fleet, its
 //!   shop, and the last seq of its chain central acknowledged. A register
 //!   keeps its number and shop forever: a batch claiming another is refused.
-//! - `sync_peer` (a register): central's acknowledgement of this register's
-//!   chain, and how far it pulled its shop's events from central.
+//! - `sync_peer` (a register): its number in the fleet (so whoever opens
+//!   the store, `rempart events close` included, ticks its clock),
+//!   central's acknowledgement of its chain, and how far it pulled its
+//!   shop's events from central.
 //! - `sync_conflicts` (central): concurrent events on one stream, with the
 //!   decision the domain hook took.
 //! - an index for the pull (a shop's events after a position).
@@ -23,6 +25,7 @@ CREATE TABLE sync_registers (
 );
 CREATE TABLE sync_peer (
   register_id     TEXT PRIMARY KEY,
+  register_no     BIGINT NOT NULL,
   acked_seq       BIGINT NOT NULL,
   pulled_position BIGINT NOT NULL
 );
