@@ -233,13 +233,19 @@ impl Central {
                     return Err(e.into());
                 }
             };
+            // Recorded before the append: a crash between the two leaves a
+            // conflict whose events come again with the register's resend
+            // (recorded once), never events whose conflict was lost.
+            if let Err(e) = self.record_conflicts(&found).await {
+                *intake = None;
+                return Err(e.into());
+            }
             if let Err(e) = self.append(&intake_result.append).await {
                 // The buffer counted these as delivered: rebuild it from the store.
                 *intake = None;
                 return Err(e);
             }
             conflicts = found.len() as u64;
-            self.record_conflicts(&found).await?;
         }
         let acked = intake
             .as_ref()
@@ -398,6 +404,46 @@ impl Central {
                 decision: dr.zip(dc).map(|(r, c)| (r as u32, c as u64)),
             })
             .collect())
+    }
+
+    /// A ticket stream as the domain hook resolves it: the first close (or
+    /// cancel) in the total order wins, what is in its causal past stands,
+    /// and the rest (the losing close, the other register's actions made
+    /// without knowing of it) is flagged for review as corrections.
+    pub async fn review_ticket(
+        &self,
+        stream: &str,
+    ) -> Result<crate::conflict::Resolution<crate::ticket::TicketEvent>, SyncError> {
+        let enrolled = self.enrolments().await?;
+        let events = self
+            .store
+            .read_stream(stream, 1, crate::store::Direction::Forward, u32::MAX)
+            .await?;
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let at = |what: String| {
+                SyncError::Rejected(format!("stream {stream} position {}: {what}", e.position))
+            };
+            let origin = enrolled
+                .get(&e.metadata.register_id)
+                .map(|x| RegisterNo(x.register_no))
+                .ok_or_else(|| {
+                    at(format!(
+                        "register {} is not enrolled",
+                        e.metadata.register_id
+                    ))
+                })?;
+            let clock = VectorClock::decode(&e.clock).map_err(|x| at(x.to_string()))?;
+            let event: crate::ticket::TicketEvent =
+                serde_json::from_value(json!({"type": e.event_type, "payload": e.payload}))
+                    .map_err(|x| at(format!("not a ticket event: {x}")))?;
+            out.push(StreamEvent {
+                origin,
+                clock,
+                event,
+            });
+        }
+        Ok(crate::conflict::resolve_ticket(out))
     }
 
     /// The seq of `register`'s chain central acknowledged (None: never synced).
