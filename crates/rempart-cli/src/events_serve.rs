@@ -91,13 +91,10 @@ async fn push(State(central): State<Arc<Central>>, body: Bytes) -> Response {
             );
         }
     };
-    with_deadline(async move {
-        match central.receive(batch).await {
-            Ok(ack) => answer(StatusCode::OK, json!(ack)),
-            Err(e) => sync_error(e),
-        }
-    })
-    .await
+    match central.receive(batch).await {
+        Ok(ack) => answer(StatusCode::OK, json!(ack)),
+        Err(e) => sync_error(e),
+    }
 }
 
 /// `after` and `limit` from a query string, or what is wrong with it.
@@ -142,13 +139,10 @@ async fn pull(
     if store.is_empty() {
         return error(StatusCode::BAD_REQUEST, "the store id is empty");
     }
-    with_deadline(async move {
-        match central.pull(&store, after, limit).await {
-            Ok(page) => answer(StatusCode::OK, json!(page)),
-            Err(e) => sync_error(SyncError::Store(e)),
-        }
-    })
-    .await
+    match central.pull(&store, after, limit).await {
+        Ok(page) => answer(StatusCode::OK, json!(page)),
+        Err(e) => sync_error(SyncError::Store(e)),
+    }
 }
 
 async fn not_found() -> Response {
@@ -156,6 +150,12 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "no such route: POST /v1/batches, GET /v1/stores/{store}/events?after=N&limit=M, GET /health",
     )
+}
+
+/// The whole request under [`REQUEST_DEADLINE`]: reading its body (a
+/// client sending slowly), then the work.
+async fn deadline(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    with_deadline(next.run(request)).await
 }
 
 /// The API on `central`.
@@ -166,6 +166,7 @@ pub fn router(central: Arc<Central>) -> Router {
         .route("/health", get(|| async { "ok" }))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(deadline))
         .with_state(central)
 }
 

@@ -208,48 +208,40 @@ impl Central {
                 register_no: batch.register_no,
                 store_id: batch.store_id.clone(),
             });
-        let buffer = match intake.as_mut() {
+        // Taken out while it changes, put back only once the append is
+        // committed: an error, or this future dropped mid-way (the request's
+        // deadline), leaves none, and the next intake rebuilds it from the
+        // store. Otherwise it would count as delivered events never stored,
+        // and acknowledge them.
+        let mut buffer = match intake.take() {
             Some(b) => b,
-            None => intake.insert(CausalBuffer::resume_from(self.delivered(&enrolled).await?)),
+            None => CausalBuffer::resume_from(self.delivered(&enrolled).await?),
         };
         if buffer.waiting() + batch.events.len() > MAX_WAITING {
+            let waiting = buffer.waiting();
+            *intake = Some(buffer);
             return Err(SyncError::Busy(format!(
-                "{} events already wait for missing ones; send this batch again later",
-                buffer.waiting()
+                "{waiting} events already wait for missing ones; send this batch again later"
             )));
         }
         let ids = self.known_ids(&batch.events).await?;
         let no = batch.register_no;
-        let intake_result = take_batch(buffer, &ids, no, batch.events)
+        let intake_result = take_batch(&mut buffer, &ids, no, batch.events)
             .map_err(|e| SyncError::Rejected(e.to_string()))?;
         let waiting = buffer.waiting() as u64;
         let appended = intake_result.append.len() as u64;
         let mut conflicts = 0;
         if !intake_result.append.is_empty() {
-            let found = match self.conflicts_of(&enrolled, &intake_result.append).await {
-                Ok(f) => f,
-                Err(e) => {
-                    *intake = None;
-                    return Err(e.into());
-                }
-            };
+            let found = self.conflicts_of(&enrolled, &intake_result.append).await?;
             // Recorded before the append: a crash between the two leaves a
             // conflict whose events come again with the register's resend
             // (recorded once), never events whose conflict was lost.
-            if let Err(e) = self.record_conflicts(&found).await {
-                *intake = None;
-                return Err(e.into());
-            }
-            if let Err(e) = self.append(&intake_result.append).await {
-                // The buffer counted these as delivered: rebuild it from the store.
-                *intake = None;
-                return Err(e);
-            }
+            self.record_conflicts(&found).await?;
+            self.append(&intake_result.append).await?;
             conflicts = found.len() as u64;
         }
-        let acked = intake
-            .as_ref()
-            .map_or(0, |b| b.delivered().get(RegisterNo(no)));
+        let acked = buffer.delivered().get(RegisterNo(no));
+        *intake = Some(buffer);
         let now = self.store.now_ms();
         let err = |e| SyncError::Store(self.store.err(e));
         with_pool!(self.store.db(), pool => {
