@@ -113,6 +113,18 @@ pub enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run central's sync API: registers push their events and pull their
+    /// shop's (see `events_serve.rs` for the routes). Runs until Ctrl-C or
+    /// SIGTERM; exits 64 on a bad option, 1 when the store or the address
+    /// is unavailable.
+    Serve {
+        /// Central's store: `postgres://…` or `sqlite://PATH`.
+        #[arg(long, value_name = "URL")]
+        database: String,
+        /// The address to listen on, e.g. 127.0.0.1:7878.
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+    },
 }
 
 type Failure = (u8, String);
@@ -244,6 +256,9 @@ fn print_report(path: &str, report: &Report, json: bool) {
 
 async fn run_async(cmd: EventsCommand) -> Result<u8, Failure> {
     match cmd {
+        EventsCommand::Serve { database, listen } => {
+            Ok(crate::events_serve::serve(&database, &listen).await)
+        }
         EventsCommand::Verify {
             path,
             central,

@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand};
 
 mod breaker_demo;
 mod events;
+pub mod events_client;
+pub mod events_serve;
 mod gateway;
 mod jobs;
 mod outbox;

@@ -1,7 +1,7 @@
 //! The per-register hash chain: `h_n = SHA-256(h_{n-1} ‖ canonical bytes of event n)`,
 //! with `h_0` = 32 zero bytes.
 //!
-//! ## Canonical bytes, version 1
+//! ## Canonical bytes, version 2
 //! An explicit encoding, so the hash never depends on a serializer's whims:
 //!
 //! ```text
@@ -11,7 +11,6 @@
 //!   register_id     UTF-8            (whose chain this is)
 //!   chain_seq       8 bytes, i64 BE  (1, 2, 3 … within the register)
 //!   stream_id       UTF-8
-//!   stream_version  8 bytes, i64 BE
 //!   event_type      UTF-8
 //!   payload         the JSON text exactly as stored
 //!   store_id        UTF-8
@@ -22,9 +21,15 @@
 //!   checkpoint      UTF-8, empty when the event is not a signed checkpoint
 //! ```
 //!
-//! The global position is left out on purpose: it is the store's own
-//! numbering (central numbers a register's events differently), and
-//! [`crate::verify`] checks it separately (gapless, and in chain order).
+//! The global position and the stream version are left out on purpose:
+//! both are the store's own numbering. Central numbers a register's events
+//! differently, and a stream two registers wrote while cut off from each
+//! other has two events at the same version on the registers and at two
+//! versions on central (version 1 hashed the stream version, so central
+//! could not keep such an event's chain). [`crate::verify`] checks both
+//! numberings separately (gapless, in chain order); the order of a stream's
+//! events is fixed by each register's chain and, across registers, by the
+//! vector clocks, which are hashed.
 //! The signature is left out too: it signs the chain head, so it cannot be
 //! inside what it signs. Whether an event *must* carry one is inside
 //! (`checkpoint`), so wiping a signature is seen.
@@ -42,7 +47,7 @@ pub type Hash = [u8; 32];
 pub const GENESIS: Hash = [0; 32];
 
 /// The canonical encoding's version, written after the tag.
-pub const CANONICAL_VERSION: u8 = 1;
+pub const CANONICAL_VERSION: u8 = 2;
 
 /// Every field of an event that the chain covers, borrowed from wherever
 /// the event is (a new event, a row read back).
@@ -56,8 +61,6 @@ pub struct EventFields<'a> {
     pub chain_seq: i64,
     /// The stream.
     pub stream_id: &'a str,
-    /// Its version in the stream, from 1.
-    pub stream_version: i64,
     /// The event type.
     pub event_type: &'a str,
     /// The payload's JSON text as stored.
@@ -102,7 +105,6 @@ impl EventFields<'_> {
         f.put(self.register_id.as_bytes());
         f.int(self.chain_seq);
         f.put(self.stream_id.as_bytes());
-        f.int(self.stream_version);
         f.put(self.event_type.as_bytes());
         f.put(self.payload.as_bytes());
         f.put(self.store_id.as_bytes());
@@ -173,7 +175,6 @@ mod tests {
             register_id: "r1",
             chain_seq: 1,
             stream_id: "ticket-1",
-            stream_version: 1,
             event_type: "TICKET_OUVERT",
             payload: "{}",
             store_id: "s1",
@@ -203,10 +204,6 @@ mod tests {
             },
             EventFields {
                 stream_id: "ticket-2",
-                ..fields()
-            },
-            EventFields {
-                stream_version: 2,
                 ..fields()
             },
             EventFields {

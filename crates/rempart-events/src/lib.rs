@@ -22,4 +22,5 @@ pub mod revenue;
 pub mod schema;
 pub mod signing;
 pub mod store;
+pub mod sync;
 pub mod verify;

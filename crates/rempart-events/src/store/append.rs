@@ -11,12 +11,14 @@ use rempart_db::with_pool;
 
 use super::{AppendResult, EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend};
 use crate::chain::{EventFields, GENESIS, Hash};
+use crate::clock::VectorClock;
 use crate::journal::{TechnicalKind, jet_append};
 
 /// One row ready for the INSERT.
 struct Row<'a> {
     position: i64,
     event: &'a NewEvent,
+    clock: Vec<u8>,
     stream_id: &'a str,
     version: i64,
     payload: String,
@@ -49,6 +51,50 @@ fn insert_sql(rows: usize) -> String {
         s.push(')');
     }
     s
+}
+
+/// `$register`'s clock now, inside the write transaction `$tx`: its last
+/// own event's clock merged with the clocks of every event of another
+/// register stored after it (pulled from central).
+macro_rules! own_clock {
+    ($store:expr, $tx:ident, $err:expr, $register:expr) => {
+        async {
+            let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT global_position, clock FROM events WHERE register_id = $1 ORDER BY chain_seq DESC LIMIT 1",
+            )
+            .bind($register)
+            .fetch_optional(&mut *$tx)
+            .await
+            .map_err($err)?;
+            let (after, mut clock) = match last {
+                Some((at, bytes)) if !bytes.is_empty() => (at, decode_clock(&bytes, at)?),
+                Some((at, _)) => (at, VectorClock::new()),
+                None => (0, VectorClock::new()),
+            };
+            let since: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT global_position, clock FROM events WHERE global_position > $1 AND register_id <> $2",
+            )
+            .bind(after)
+            .bind($register)
+            .fetch_all(&mut *$tx)
+            .await
+            .map_err($err)?;
+            for (at, bytes) in since {
+                if !bytes.is_empty() {
+                    clock.merge_in(&decode_clock(&bytes, at)?);
+                }
+            }
+            Ok::<VectorClock, StoreError>(clock)
+        }
+        .await
+    };
+}
+
+fn decode_clock(bytes: &[u8], position: i64) -> Result<VectorClock, StoreError> {
+    VectorClock::decode(bytes).map_err(|e| StoreError::Corrupt {
+        position: position as u64,
+        what: e.to_string(),
+    })
 }
 
 /// A stored hash, or the corruption it is.
@@ -130,6 +176,8 @@ impl EventStore {
                 .fetch_one(&mut *tx).await.map_err(err)?;
             let mut versions: HashMap<&str, i64> = HashMap::new();
             let mut heads: HashMap<&str, (i64, Hash)> = HashMap::new();
+            // The clocks of this store's own registers, as of the batch so far.
+            let mut clocks: HashMap<&str, VectorClock> = HashMap::new();
             let mut rows: Vec<Row<'_>> = Vec::with_capacity(batch.iter().map(|s| s.events.len()).sum());
             let mut results = Vec::with_capacity(batch.len());
             for sa in &batch {
@@ -162,6 +210,30 @@ impl EventStore {
                     };
                     position += 1;
                     version += 1;
+                    let clock = match self.register_no(register) {
+                        Some(no) if e.clock.is_empty() => {
+                            let current = match clocks.remove(register) {
+                                Some(c) => c,
+                                None => own_clock!(self, tx, err, register)?,
+                            };
+                            let mut c = current;
+                            c.tick(no).map_err(|x| StoreError::Invalid(x.to_string()))?;
+                            let bytes = c.encode();
+                            clocks.insert(register, c);
+                            bytes
+                        }
+                        _ => {
+                            // An event from elsewhere: the own clocks already
+                            // loaded learn of it (the rest read it from the table).
+                            if !clocks.is_empty() && !e.clock.is_empty() && self.register_no(register).is_none()
+                                && let Ok(theirs) = VectorClock::decode(&e.clock) {
+                                for c in clocks.values_mut() {
+                                    c.merge_in(&theirs);
+                                }
+                            }
+                            e.clock.clone()
+                        }
+                    };
                     let payload = e.payload.to_string();
                     let metadata = Value::Object(e.metadata.extra.clone()).to_string();
                     let recorded_at = e.recorded_at.unwrap_or(now);
@@ -171,17 +243,25 @@ impl EventStore {
                         register_id: register,
                         chain_seq: seq,
                         stream_id: &sa.stream_id,
-                        stream_version: version,
                         event_type: &e.event_type,
                         payload: &payload,
                         store_id: &e.metadata.store_id,
                         training: e.metadata.training,
                         metadata: &metadata,
-                        clock: &e.clock,
+                        clock: &clock,
                         recorded_at,
                         checkpoint: e.checkpoint.map_or("", |c| c.as_str()),
                     }
                     .link(&head.1);
+                    if let Some((origin_seq, origin_hash)) = e.origin_link
+                        && (origin_seq != seq as u64 || origin_hash != hash) {
+                        return Err(StoreError::Invalid(format!(
+                            "event {} is seq {origin_seq} of register {register}'s chain, and this store's chain of that register is at seq {}{}: \
+                             send the register's events from seq {} on, unchanged",
+                            e.event_id, head.0,
+                            if origin_seq == seq as u64 { " with another hash (the event or one before it differs)" } else { "" },
+                            head.0 + 1)));
+                    }
                     let signature = match (e.checkpoint, &e.signature) {
                         (None, _) => None,
                         (Some(_), Some(s)) => Some(s.clone()),
@@ -191,7 +271,7 @@ impl EventStore {
                         },
                     };
                     heads.insert(register, (seq, hash));
-                    rows.push(Row { position, event: e, stream_id: &sa.stream_id, version, payload, metadata, recorded_at, seq, hash, signature });
+                    rows.push(Row { position, event: e, clock, stream_id: &sa.stream_id, version, payload, metadata, recorded_at, seq, hash, signature });
                 }
                 versions.insert(&sa.stream_id, version);
                 results.push(AppendResult {
@@ -215,7 +295,7 @@ impl EventStore {
                         .bind(&r.event.metadata.register_id)
                         .bind(r.event.metadata.training)
                         .bind(&r.metadata)
-                        .bind(&r.event.clock)
+                        .bind(&r.clock)
                         .bind(r.recorded_at)
                         .bind(r.event.checkpoint.map(|c| c.as_str()))
                         .bind(r.seq)

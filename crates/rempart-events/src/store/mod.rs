@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::chain::Hash;
+use crate::clock::RegisterNo;
 use crate::signing::{KeyError, RegisterKey};
 
 /// Opens a write transaction holding `$table`'s writer lock: SQLite's
@@ -179,6 +180,10 @@ pub struct NewEvent {
     /// A signature made elsewhere (the register's, carried to central by sync);
     /// `None`: the store signs with the register's key if it holds it.
     pub signature: Option<Vec<u8>>,
+    /// The chain link its register gave it (an event carried by sync): the
+    /// append is refused unless this store's chain lands on the same seq and
+    /// hash, so the register's chain is preserved, never rewritten.
+    pub origin_link: Option<(u64, Hash)>,
 }
 
 impl NewEvent {
@@ -193,6 +198,7 @@ impl NewEvent {
             recorded_at: None,
             checkpoint: None,
             signature: None,
+            origin_link: None,
         }
     }
 
@@ -310,6 +316,8 @@ pub enum StoreError {
 pub struct EventStore {
     db: Db,
     keys: Arc<HashMap<String, RegisterKey>>,
+    /// The registers this store ticks vector clocks for (its own), by number.
+    numbers: Arc<HashMap<String, RegisterNo>>,
     /// Read as time since the Unix epoch (`recorded_at`).
     clock: Arc<dyn Clock>,
     /// The last position this process appended: wakes local subscribers at once.
@@ -332,6 +340,7 @@ impl EventStore {
         EventStore {
             db,
             keys: Arc::new(HashMap::new()),
+            numbers: Arc::new(HashMap::new()),
             clock: Arc::new(UnixClock::new()),
             head: Arc::new(watch::channel(0).0),
         }
@@ -341,7 +350,19 @@ impl EventStore {
     pub async fn open(url: &str) -> Result<EventStore, StoreError> {
         let db = Db::open(url).await?;
         db.migrate(&crate::schema::EVENTS_SCHEMA).await?;
-        Ok(EventStore::new(db))
+        // A register's number, if sync recorded one: whoever opens the
+        // store (a closure from the command line) then ticks its clock.
+        let numbers: Vec<(String, i64)> = rempart_db::with_pool!(db, pool => {
+            sqlx::query_as("SELECT register_id, register_no FROM sync_peer")
+                .fetch_all(pool).await.unwrap_or_default()
+        });
+        let mut store = EventStore::new(db);
+        for (register, no) in numbers {
+            if let Ok(no) = u32::try_from(no) {
+                store = store.with_register_no(&register, RegisterNo(no));
+            }
+        }
+        Ok(store)
     }
 
     /// This store on another clock (its nanoseconds read as time since the
@@ -370,6 +391,22 @@ impl EventStore {
         });
         Arc::make_mut(&mut self.keys).insert(key.register_id().to_owned(), key);
         Ok(self)
+    }
+
+    /// This store ticking `register`'s vector clock entry `no` on each of
+    /// its events appended with an empty clock: the event gets the
+    /// register's clock (its last own event's, merged with every event from
+    /// elsewhere stored since), ticked. `no` is the register's number in the
+    /// fleet, assigned by central; it lives in the register's configuration
+    /// like its key. Events of other registers are left as given.
+    pub fn with_register_no(mut self, register: &str, no: RegisterNo) -> EventStore {
+        Arc::make_mut(&mut self.numbers).insert(register.to_owned(), no);
+        self
+    }
+
+    /// The number this store ticks for `register`, if it is one of its own.
+    pub fn register_no(&self, register: &str) -> Option<RegisterNo> {
+        self.numbers.get(register).copied()
     }
 
     /// The database.

@@ -124,6 +124,52 @@ impl EventStore {
         })
     }
 
+    /// Up to `max` events of `register`'s own chain after seq `after`, in
+    /// chain order: what a register pushes to central.
+    pub async fn read_chain(
+        &self,
+        register: &str,
+        after: u64,
+        max: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "{SELECT_EVENTS} WHERE register_id = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3"
+        );
+        let err = |e| self.err(e);
+        with_pool!(self.db(), pool => {
+            let rows = sqlx::query(&sql).bind(register).bind(clamp(after)).bind(i64::from(max))
+                .fetch_all(pool).await.map_err(err)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                out.push(decode_event!(row, err));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Up to `max` events of shop `store_id` after global position `after`,
+    /// in position order: what central sends a register of that shop.
+    pub async fn read_shop(
+        &self,
+        store_id: &str,
+        after: u64,
+        max: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "{SELECT_EVENTS} WHERE store_id = $1 AND global_position > $2 ORDER BY global_position LIMIT $3"
+        );
+        let err = |e| self.err(e);
+        with_pool!(self.db(), pool => {
+            let rows = sqlx::query(&sql).bind(store_id).bind(clamp(after)).bind(i64::from(max))
+                .fetch_all(pool).await.map_err(err)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                out.push(decode_event!(row, err));
+            }
+            Ok(out)
+        })
+    }
+
     /// The stream's version (0: it does not exist).
     pub async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
         let err = |e| self.err(e);
