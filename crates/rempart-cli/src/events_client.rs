@@ -9,7 +9,9 @@
 //! (`retry_non_idempotent`): central ignores events it holds, so a batch
 //! sent twice adds nothing.
 
+use rempart::clock::{Clock, UnixClock};
 use rempart_client::ResilientClient;
+use rempart_events::sync::auth::PUSH_PATH;
 use rempart_events::sync::wire::{Ack, PullPage, PushBatch};
 use rempart_events::sync::{RegisterSync, SyncError};
 
@@ -67,6 +69,11 @@ impl std::fmt::Display for SyncClientError {
 }
 
 impl std::error::Error for SyncClientError {}
+
+/// The register's wall clock in Unix milliseconds, for signing times.
+fn now_ms() -> u64 {
+    UnixClock::new().now().as_nanos() / 1_000_000
+}
 
 /// Central's sync API, seen from a register.
 #[derive(Debug, Clone)]
@@ -129,23 +136,33 @@ impl CentralClient {
         })
     }
 
-    /// Pushes one batch; returns central's ack.
-    pub async fn push(&self, batch: &PushBatch) -> Result<Ack, SyncClientError> {
+    /// Pushes one batch of `register`'s, signed with its key; returns
+    /// central's ack.
+    pub async fn push(
+        &self,
+        register: &RegisterSync,
+        batch: &PushBatch,
+    ) -> Result<Ack, SyncClientError> {
         let body = serde_json::to_vec(batch)
             .map_err(|e| SyncClientError::Local(SyncError::Rejected(e.to_string())))?;
-        let sent = self
+        let signed = register
+            .sign_request("POST", PUSH_PATH, now_ms(), &body)
+            .map_err(|e| SyncClientError::Local(e.into()))?;
+        let mut request = self
             .http
-            .post(format!("{}/v1/batches", self.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await;
-        Self::answer(sent).await
+            .post(format!("{}{PUSH_PATH}", self.base))
+            .header("content-type", "application/json");
+        for (name, value) in signed.headers() {
+            request = request.header(name, value);
+        }
+        Self::answer(request.body(body).send().await).await
     }
 
-    /// Pulls shop `store`'s events after central position `after`.
+    /// Pulls shop `store`'s events after central position `after`, signed
+    /// with `register`'s key (central answers only a register of that shop).
     pub async fn pull(
         &self,
+        register: &RegisterSync,
         store: &str,
         after: u64,
         limit: u32,
@@ -160,8 +177,18 @@ impl CentralClient {
         url.query_pairs_mut()
             .append_pair("after", &after.to_string())
             .append_pair("limit", &limit.to_string());
-        let sent = self.http.get(url).send().await;
-        Self::answer(sent).await
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let signed = register
+            .sign_request("GET", &path_and_query, now_ms(), b"")
+            .map_err(|e| SyncClientError::Local(e.into()))?;
+        let mut request = self.http.get(url);
+        for (name, value) in signed.headers() {
+            request = request.header(name, value);
+        }
+        Self::answer(request.send().await).await
     }
 
     /// Syncs `register` both ways: pushes its chain after central's ack
@@ -182,7 +209,7 @@ impl CentralClient {
             else {
                 break;
             };
-            let ack = self.push(&next).await?;
+            let ack = self.push(register, &next).await?;
             report.pushed += ack.appended;
             report.duplicates += ack.duplicates;
             report.acked_seq = register
@@ -190,12 +217,25 @@ impl CentralClient {
                 .await
                 .map_err(|e| SyncClientError::Local(e.into()))?;
         }
+        if report.acked_seq == 0 {
+            // Nothing acknowledged yet: central may not know this register,
+            // and answers pulls only from registers it enrolled.
+            let (acked, _) = register
+                .progress()
+                .await
+                .map_err(|e| SyncClientError::Local(e.into()))?;
+            if acked == 0 {
+                self.push(register, &register.enrolment_batch()).await?;
+            }
+        }
         for _ in 0..rounds {
             let (_, from) = register
                 .progress()
                 .await
                 .map_err(|e| SyncClientError::Local(e.into()))?;
-            let page = self.pull(register.store_id(), from, 1_000).await?;
+            let page = self
+                .pull(register, register.store_id(), from, 1_000)
+                .await?;
             let done = page.next_position == from;
             report.pulled += register
                 .apply_pull(&page)

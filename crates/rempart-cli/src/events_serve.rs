@@ -11,9 +11,14 @@
 //! request has a deadline ([`REQUEST_DEADLINE`]: 503 past it, retried by the
 //! register). A store failure is a 503 (retried), never a panic.
 //!
-//! What is not here: authentication. Any caller may push as a new register
-//! or pull any shop's events; a deployment puts this behind mutual TLS or a
-//! gateway that maps the client certificate to its register and shop.
+//! Every `/v1` request is signed with the register's Ed25519 key
+//! (`rempart_events::sync::auth`): a push by the key its batch carries (and
+//! central holds a register to the key it first enrolled, 409 otherwise), a
+//! pull by the enrolled key of a register of that very shop. Unsigned, badly
+//! signed or stale requests get 401; another shop's events, 403. Enrolment is
+//! trust on first use: the first push of a register id records its key, so
+//! keys should be enrolled before a fleet goes live. What is not here:
+//! transport encryption (put TLS in front).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,9 +27,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use rempart::clock::{Clock, UnixClock};
+use rempart_events::sync::auth::{self, AuthError, SignedRequest};
 use rempart_events::sync::wire::PushBatch;
 use rempart_events::sync::{Central, MAX_PULL_EVENTS, SyncError};
 use serde_json::json;
@@ -79,7 +86,28 @@ async fn with_deadline(work: impl Future<Output = Response>) -> Response {
     }
 }
 
-async fn push(State(central): State<Arc<Central>>, body: Bytes) -> Response {
+fn auth_error(e: AuthError) -> Response {
+    let status = match e {
+        AuthError::OtherShop { .. } => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    error(status, e.to_string())
+}
+
+fn signed(headers: &HeaderMap) -> Result<SignedRequest, AuthError> {
+    SignedRequest::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+}
+
+/// Central's wall clock in Unix milliseconds, to judge signing times.
+fn now_ms() -> u64 {
+    UnixClock::new().now().as_nanos() / 1_000_000
+}
+
+async fn push(State(central): State<Arc<Central>>, headers: HeaderMap, body: Bytes) -> Response {
+    let signed = match signed(&headers) {
+        Ok(s) => s,
+        Err(e) => return auth_error(e),
+    };
     let batch: PushBatch = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -91,6 +119,15 @@ async fn push(State(central): State<Arc<Central>>, body: Bytes) -> Response {
             );
         }
     };
+    if let Err(e) = auth::authorize_push(
+        &batch.register_id,
+        &batch.public_key,
+        &signed,
+        &body,
+        now_ms(),
+    ) {
+        return auth_error(e);
+    }
     match central.receive(batch).await {
         Ok(ack) => answer(StatusCode::OK, json!(ack)),
         Err(e) => sync_error(e),
@@ -131,7 +168,29 @@ async fn pull(
     State(central): State<Arc<Central>>,
     Path(store): Path<String>,
     RawQuery(raw): RawQuery,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
+    let signed = match signed(&headers) {
+        Ok(s) => s,
+        Err(e) => return auth_error(e),
+    };
+    let enrolled = match central.enrolment(&signed.register_id).await {
+        Ok(e) => e,
+        Err(e) => return sync_error(SyncError::Store(e)),
+    };
+    let path_and_query = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    if let Err(e) = auth::authorize_pull(
+        enrolled
+            .as_ref()
+            .map(|(shop, keys)| (shop.as_str(), keys.as_slice())),
+        &store,
+        path_and_query,
+        &signed,
+        now_ms(),
+    ) {
+        return auth_error(e);
+    }
     let (after, limit) = match pull_query(raw.as_deref()) {
         Ok(q) => q,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),

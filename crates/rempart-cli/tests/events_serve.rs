@@ -8,6 +8,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rempart::clock::{Clock, UnixClock};
+
 use rempart_cli::events_client::{CentralClient, SyncClientError};
 use rempart_cli::events_serve::{MAX_BODY_BYTES, router};
 use rempart_events::clock::RegisterNo;
@@ -139,42 +141,91 @@ async fn bad_input_gets_a_4xx_that_says_what_is_wrong() {
     let server = start(central.clone(), "127.0.0.1:0").await;
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::new();
-    let post = |body: Vec<u8>| {
-        http.post(format!("{base}/v1/batches"))
+    let a = register(dir.path(), "r-1", 1).await;
+    let b = register(dir.path(), "r-2", 2).await;
+    let now = || UnixClock::new().now().as_nanos() / 1_000_000;
+    // Signed by `by` unless None, as every register's client signs.
+    let post = |by: Option<&RegisterSync>, body: Vec<u8>| {
+        let mut req = http
+            .post(format!("{base}/v1/batches"))
             .header("content-type", "application/json")
-            .body(body)
-            .timeout(Duration::from_secs(10))
-            .send()
+            .timeout(Duration::from_secs(10));
+        if let Some(r) = by {
+            for (name, value) in r
+                .sign_request("POST", "/v1/batches", now(), &body)
+                .unwrap()
+                .headers()
+            {
+                req = req.header(name, value);
+            }
+        }
+        req.body(body).send()
+    };
+    let get = |by: Option<&RegisterSync>, path: &str| {
+        let mut req = http
+            .get(format!("{base}{path}"))
+            .timeout(Duration::from_secs(10));
+        if let Some(r) = by {
+            for (name, value) in r.sign_request("GET", path, now(), b"").unwrap().headers() {
+                req = req.header(name, value);
+            }
+        }
+        req.send()
     };
     let answer = |r: reqwest::Response| async move {
         let status = r.status().as_u16();
         (status, r.text().await.unwrap())
     };
 
-    let (status, text) = answer(post(b"{not json".to_vec()).await.unwrap()).await;
-    assert_eq!(status, 400);
+    let (status, text) = answer(post(Some(&a), b"{not json".to_vec()).await.unwrap()).await;
+    assert_eq!(status, 400, "{text}");
     assert!(text.contains("not a push batch"), "{text}");
+    let (status, text) = answer(post(None, b"{not json".to_vec()).await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert!(text.contains("unsigned request"), "{text}");
 
-    let (status, _) = answer(post(vec![b' '; MAX_BODY_BYTES + 1]).await.unwrap()).await;
+    let (status, _) = answer(
+        post(Some(&a), vec![b' '; MAX_BODY_BYTES + 1])
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 413);
 
-    // A register pushing another register's event.
-    let a = register(dir.path(), "r-1", 1).await;
+    // A register pushing under another register's name.
     sell(&a, 1).await;
     let mut batch = a.outbox(10).await.unwrap().unwrap();
     batch.register_id = "r-9".into();
-    let (status, text) = answer(post(serde_json::to_vec(&batch).unwrap()).await.unwrap()).await;
-    assert_eq!(status, 422, "{text}");
-    assert!(text.contains("pushes its own chain only"), "{text}");
+    let (status, text) = answer(
+        post(Some(&a), serde_json::to_vec(&batch).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("signature"), "{text}");
+    // Someone else's key claiming r-1's batch.
+    let batch = a.outbox(10).await.unwrap().unwrap();
+    let (status, text) = answer(
+        post(Some(&b), serde_json::to_vec(&batch).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401, "{text}");
 
     // A register that changed its number after enrolling.
-    let batch = a.outbox(10).await.unwrap().unwrap();
-    let (status, _) = answer(post(serde_json::to_vec(&batch).unwrap()).await.unwrap()).await;
+    let (status, _) = answer(
+        post(Some(&a), serde_json::to_vec(&batch).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     let mut renumbered = batch.clone();
     renumbered.register_no = 7;
     let (status, text) = answer(
-        post(serde_json::to_vec(&renumbered).unwrap())
+        post(Some(&a), serde_json::to_vec(&renumbered).unwrap())
             .await
             .unwrap(),
     )
@@ -182,12 +233,18 @@ async fn bad_input_gets_a_4xx_that_says_what_is_wrong() {
     assert_eq!(status, 409, "{text}");
     assert!(text.contains("enrolled as number 1"), "{text}");
 
-    let r = http
-        .get(format!("{base}/v1/stores/s1/events?after=x"))
-        .send()
-        .await
-        .unwrap();
-    let (status, text) = answer(r).await;
+    // Pulls: signed, by an enrolled register, of its own shop only.
+    let (status, text) = answer(get(None, "/v1/stores/s1/events?after=0").await.unwrap()).await;
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = answer(get(Some(&b), "/v1/stores/s1/events?after=0").await.unwrap()).await;
+    assert_eq!(status, 401, "r-2 never pushed: {text}");
+    assert!(text.contains("not enrolled"), "{text}");
+    let (status, text) = answer(get(Some(&a), "/v1/stores/s2/events?after=0").await.unwrap()).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("belongs to shop s1"), "{text}");
+    let (status, text) = answer(get(Some(&a), "/v1/stores/s1/events?after=0").await.unwrap()).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = answer(get(Some(&a), "/v1/stores/s1/events?after=x").await.unwrap()).await;
     assert_eq!(status, 400);
     assert!(text.contains("after"), "{text}");
     let r = http.get(format!("{base}/v1/nothing")).send().await.unwrap();

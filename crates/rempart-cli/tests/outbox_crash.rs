@@ -224,6 +224,10 @@ async fn killed_again_and_again(backend: &str, default_kills: u32) {
                 status = child.wait() => {
                     assert_eq!(status.unwrap().code(), Some(86), "only the hook ends a relay");
                     exited_before_mark += 1;
+                    // Past the stream's duplicate window before the next relay
+                    // republishes: otherwise a quick restart is deduplicated by
+                    // JetStream and the inbox is never put to the test.
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 _ = tokio::time::sleep(after) => {
                     child.start_kill().unwrap(); // SIGKILL

@@ -438,6 +438,29 @@ impl Central {
         Ok(crate::conflict::resolve_ticket(out))
     }
 
+    /// The shop and public keys central enrolled for `register` (None: it
+    /// never pushed), to check the signature of its pulls.
+    pub async fn enrolment(
+        &self,
+        register: &str,
+    ) -> Result<Option<(String, Vec<[u8; 32]>)>, StoreError> {
+        let err = |e| self.store.err(e);
+        let (shop, keys): (Option<String>, Vec<Vec<u8>>) = with_pool!(self.store.db(), pool => {
+            let shop = sqlx::query_scalar("SELECT store_id FROM sync_registers WHERE register_id = $1")
+                .bind(register).fetch_optional(pool).await.map_err(err)?;
+            let keys = sqlx::query_scalar("SELECT public_key FROM register_keys WHERE register_id = $1 ORDER BY added_at")
+                .bind(register).fetch_all(pool).await.map_err(err)?;
+            (shop, keys)
+        });
+        Ok(shop.map(|shop| {
+            let keys = keys
+                .iter()
+                .filter_map(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+                .collect();
+            (shop, keys)
+        }))
+    }
+
     /// The seq of `register`'s chain central acknowledged (None: never synced).
     pub async fn acked_seq(&self, register: &str) -> Result<Option<u64>, StoreError> {
         let err = |e| self.store.err(e);

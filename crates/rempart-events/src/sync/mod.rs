@@ -13,9 +13,14 @@
 //!   reached ([`Central::pull`], [`RegisterSync::apply_pull`]); its store
 //!   merges their clocks into its own on its next sale.
 //!
-//! The decisions are plain functions in [`decide`]; the HTTP transport is
-//! `rempart events serve` (crates/rempart-cli).
+//! - Who asks: every request is signed with the register's key ([`auth`]);
+//!   a push must be signed by the key it carries, a pull by the enrolled key
+//!   of a register of that shop.
+//!
+//! The decisions are plain functions in [`decide`] and [`auth`]; the HTTP
+//! transport is `rempart events serve` (crates/rempart-cli).
 
+pub mod auth;
 mod central;
 pub mod decide;
 mod register;

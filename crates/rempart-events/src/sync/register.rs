@@ -82,6 +82,29 @@ impl RegisterSync {
         })
     }
 
+    /// Signs a request to central with the register's key (see [`super::auth`]).
+    pub fn sign_request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        signed_at_ms: u64,
+        body: &[u8],
+    ) -> Result<super::auth::SignedRequest, StoreError> {
+        let key = self.store.key(&self.register_id).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "register {} has no key in this store: it cannot sign its sync requests",
+                self.register_id
+            ))
+        })?;
+        Ok(super::auth::SignedRequest::sign(
+            key,
+            method,
+            path_and_query,
+            signed_at_ms,
+            body,
+        ))
+    }
+
     /// The store: sell into it.
     pub fn store(&self) -> &EventStore {
         &self.store
@@ -135,6 +158,18 @@ impl RegisterSync {
             public_key: hex(&self.public_key),
             events: events.iter().map(WireEvent::from_recorded).collect(),
         }))
+    }
+
+    /// A batch with no events: it enrols the register at central (its
+    /// number, shop and key), so it may pull before it has sold anything.
+    pub fn enrolment_batch(&self) -> PushBatch {
+        PushBatch {
+            register_id: self.register_id.clone(),
+            register_no: self.no.0,
+            store_id: self.store_id.clone(),
+            public_key: hex(&self.public_key),
+            events: Vec::new(),
+        }
     }
 
     /// Records central's answer to a push (never moving the ack back).
