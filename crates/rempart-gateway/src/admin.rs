@@ -163,7 +163,31 @@ async fn ready(State(admin): State<Admin>) -> Response {
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 
+/// The wait for the job queues' depths at a scrape: past it the scrape
+/// shows the last depths read, rather than hang on a silent broker.
+const DEPTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn metrics(State(admin): State<Admin>) -> Response {
+    let gateway = &admin.gateway;
+    let reads = gateway.services().into_iter().filter_map(|s| {
+        let queue = Arc::clone(s.queue()?);
+        let service = s.config.name.clone();
+        Some(async move { (service, queue.depths().await) })
+    });
+    if let Ok(read) =
+        tokio::time::timeout(DEPTH_DEADLINE, futures_util::future::join_all(reads)).await
+    {
+        for (service, depths) in read {
+            match depths {
+                Ok(depths) => {
+                    for (queue, n) in depths {
+                        gateway.metrics().set_queue_depth(&service, &queue, n);
+                    }
+                }
+                Err(e) => tracing::debug!(%service, error = %e, "job queue depths not read"),
+            }
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -13,6 +13,8 @@
 //! | `rate_limit_keys` | gauge | `limiter` |
 //! | `jobs_queued_total` | counter | `service`: requests deferred with a 202 (a repeated `Idempotency-Key` not counted) |
 //! | `jobs_completed_total`, `jobs_retried_total`, `jobs_dead_lettered_total` | counter | `service`: what the embedded worker did (poison messages count as dead-lettered) |
+//! | `job_completion_seconds` | histogram | `service`: from the 202 (the job id's date) to the answer stored |
+//! | `jobs_queue_depth` | gauge | `service`, `queue` (work, each delay queue, the DLQ): messages ready, read with passive declares at each scrape |
 //!
 //! Per-request counting here uses shared atomics: a proxied request costs
 //! tens of microseconds, so one uncontended-enough increment is noise, unlike
@@ -24,6 +26,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use rempart::CircuitBreaker;
@@ -92,8 +95,10 @@ impl ServiceCounters {
 
 /// One service's deferred-job counters. `Default` gives counters registered
 /// nowhere, for a worker outside a gateway.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct JobCounters {
+    /// Seconds from the 202 to the answer stored.
+    pub completion: Histogram,
     /// Jobs accepted with a 202.
     pub queued: Counter,
     /// Jobs whose answer was stored.
@@ -104,9 +109,35 @@ pub struct JobCounters {
     pub dead_lettered: Counter,
 }
 
+impl Default for JobCounters {
+    fn default() -> Self {
+        JobCounters {
+            completion: completion_histogram(),
+            queued: Counter::default(),
+            completed: Counter::default(),
+            retried: Counter::default(),
+            dead_lettered: Counter::default(),
+        }
+    }
+}
+
+/// A job waits from a fraction of a second (the upstream was briefly busy)
+/// to hours (a long outage); `result_ttl` is a day by default.
+fn completion_histogram() -> Histogram {
+    Histogram::new([
+        0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3_600.0, 21_600.0, 86_400.0,
+    ])
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {
     service: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    service: String,
+    queue: String,
 }
 
 /// One route's request counters and latency histogram.
@@ -180,6 +211,8 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     /// `jobs_{queued,completed,retried,dead_lettered}_total`, in that order.
     jobs: [Family<ServiceLabels, Counter>; 4],
+    job_completion: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    queue_depth: Family<QueueLabels, Gauge>,
 }
 
 impl Metrics {
@@ -221,8 +254,25 @@ impl Metrics {
         ]) {
             registry.register(name, help, family.clone());
         }
+        let job_completion =
+            Family::<ServiceLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                completion_histogram,
+            );
+        registry.register(
+            "job_completion_seconds",
+            "Time from a job's 202 to its answer stored",
+            job_completion.clone(),
+        );
+        let queue_depth = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "jobs_queue_depth",
+            "Messages ready in each job queue, read at scrape",
+            queue_depth.clone(),
+        );
         Metrics {
             jobs,
+            job_completion,
+            queue_depth,
             registry,
             breakers,
             bulkheads,
@@ -271,12 +321,29 @@ impl Metrics {
             })
             .clone()
         });
+        let completion = self
+            .job_completion
+            .get_or_create(&ServiceLabels {
+                service: service.to_owned(),
+            })
+            .clone();
         JobCounters {
+            completion,
             queued,
             completed,
             retried,
             dead_lettered,
         }
+    }
+
+    /// Sets `jobs_queue_depth{service, queue}` to `messages`.
+    pub fn set_queue_depth(&self, service: &str, queue: &str, messages: u32) {
+        self.queue_depth
+            .get_or_create(&QueueLabels {
+                service: service.to_owned(),
+                queue: queue.to_owned(),
+            })
+            .set(i64::from(messages));
     }
 
     /// The counters and histogram of `route`, made once (see [`service`](Self::service)).

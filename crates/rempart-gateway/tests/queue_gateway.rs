@@ -222,6 +222,27 @@ async fn upstream_down_gets_202_and_the_job_completes_once_it_is_back() {
     assert_eq!(value("jobs_completed_total"), 1.0);
     assert!(value("jobs_retried_total") >= 1.0);
     assert_eq!(value("jobs_dead_lettered_total"), 0.0);
+    assert_eq!(value("job_completion_seconds_count"), 1.0);
+    let waited = value("job_completion_seconds_sum");
+    assert!(waited > 0.0 && waited < 60.0, "202 to done took {waited} s");
+    // Every queue is read at the scrape, and all are empty once it is done.
+    let depths: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("jobs_queue_depth{") && l.contains("service=\"optimizer\""))
+        .collect();
+    assert!(
+        depths
+            .iter()
+            .any(|l| l.contains(&format!("queue=\"{}\"", names.work))),
+        "{metrics}"
+    );
+    assert!(
+        depths
+            .iter()
+            .any(|l| l.contains(&format!("queue=\"{}\"", names.dead))),
+        "{metrics}"
+    );
+    assert!(depths.iter().all(|l| l.ends_with(" 0")), "{depths:?}");
     gw.shutdown().await;
 }
 

@@ -220,6 +220,41 @@ impl ServiceQueue {
         Ok(deferrer)
     }
 
+    /// Messages ready in each of this service's queues (work, delays, DLQ),
+    /// by passive declares on the gateway's link: for `jobs_queue_depth`.
+    pub async fn depths(&self) -> Result<Vec<(String, u32)>, String> {
+        self.deferrer().await?;
+        let channel = {
+            let link = self.link.lock().await;
+            let conn = &link.as_ref().ok_or("no broker link")?.conn;
+            super::deadline(BROKER_TIMEOUT, "opening a channel", conn.create_channel())
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let names = QueueNames::new(&self.config.name);
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let mut depths = Vec::new();
+        for queue in names.all(self.config.max_attempts) {
+            let declared = super::deadline(
+                BROKER_TIMEOUT,
+                &format!("reading queue {queue}"),
+                channel.queue_declare(
+                    queue.as_str().into(),
+                    passive,
+                    lapin::types::FieldTable::default(),
+                ),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            depths.push((queue, declared.message_count()));
+        }
+        let _ = channel.close(200, "read".into()).await;
+        Ok(depths)
+    }
+
     /// Queues `job` for `owner` (or finds the job its key already names);
     /// `Ok` only once the broker confirmed. A failure drops the broker link,
     /// so the next request connects afresh.

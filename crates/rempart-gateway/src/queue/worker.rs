@@ -303,6 +303,14 @@ async fn settle<R: Replayer, S: ResultStore>(
                 .map_err(|e| e.to_string())?;
             shared.counts.done.fetch_add(1, Ordering::Relaxed);
             shared.settings.metrics.completed.inc();
+            let waited = now()
+                .duration_since(job.id.accepted_at())
+                .unwrap_or_default();
+            shared
+                .settings
+                .metrics
+                .completion
+                .observe(waited.as_secs_f64());
             return Ok(());
         }
         Decision::Retry {
