@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -15,8 +15,10 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
+
+mod gateway_process;
+use gateway_process::{free_port, signal, start_gateway};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rempart");
 
@@ -154,14 +156,6 @@ async fn holding_upstream(
     addr
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// An upstream answering `body` to everything.
 async fn answering(body: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -189,43 +183,6 @@ fn gateway_config(upstream: SocketAddr, port: u16, admin: u16, timeout: &str) ->
          [[services]]\nname = \"up\"\nupstreams = [\"http://{upstream}\"]\ntimeout = \"{timeout}\"\n\
          [[routes]]\npath_prefix = \"/\"\nservice = \"up\"\n"
     )
-}
-
-/// Starts the binary and waits for its "clients on" line.
-async fn start_gateway(config: &PathBuf) -> tokio::process::Child {
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("gateway")
-        .arg("--config")
-        .arg(config)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the gateway exited before listening");
-        if line.contains("clients on") {
-            break;
-        }
-    }
-    // Keep draining stderr so the gateway never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
-}
-
-fn signal(child: &tokio::process::Child, sig: &str) {
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-s", sig, &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
