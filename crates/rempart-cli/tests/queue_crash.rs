@@ -25,6 +25,7 @@ use rempart_gateway::queue::topology::{self, QueueNames};
 use rempart_gateway::queue::wall_time;
 use tokio::net::TcpListener;
 
+#[allow(dead_code)] // each test binary uses part of it
 mod gateway_process;
 use gateway_process::{free_port, start_gateway};
 
