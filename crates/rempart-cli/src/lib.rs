@@ -21,6 +21,7 @@ mod gateway;
 mod jobs;
 mod outbox;
 mod outbox_demo;
+mod registers_demo;
 mod request;
 mod saga;
 mod saga_demo;
@@ -29,6 +30,7 @@ pub use events::EventsCommand;
 pub use jobs::JobsCommand;
 pub use outbox::{ABORT_AFTER_PUBLISH_ENV as OUTBOX_ABORT_AFTER_PUBLISH_ENV, OutboxCommand};
 pub use outbox_demo::OutboxDemoArgs;
+pub use registers_demo::RegistersDemoArgs;
 pub use request::RequestArgs;
 pub use saga::SagaCommand;
 pub use saga_demo::{INVARIANTS as SAGA_DEMO_INVARIANTS, SagaDemoArgs};
@@ -132,6 +134,11 @@ pub enum DemoStory {
     /// transaction; a relay, a consumer with an inbox, and a broker outage
     /// midway. Ends with "orders: N, events delivered: N, duplicates applied: 0".
     Outbox(OutboxDemoArgs),
+    /// Seed 001 case 3: cash registers sell offline-first while links come
+    /// and go, sync to central, close their day; ends by checking each event
+    /// is on central once, revenue equals the closures to the cent, and a
+    /// tampered copy fails verify.
+    Registers(RegistersDemoArgs),
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -188,6 +195,10 @@ pub fn run(cli: Cli) -> u8 {
             story: Some(DemoStory::Outbox(args)),
             ..
         } => outbox_demo::run(args),
+        Command::Demo {
+            story: Some(DemoStory::Registers(args)),
+            ..
+        } => registers_demo::run(args),
         Command::Demo {
             breaker: true,
             calls,

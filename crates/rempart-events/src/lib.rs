@@ -23,4 +23,5 @@ pub mod schema;
 pub mod signing;
 pub mod store;
 pub mod sync;
+pub mod till;
 pub mod verify;

@@ -9,46 +9,25 @@ use rempart_events::clock::RegisterNo;
 use rempart_events::conflict::ReviewReason;
 use rempart_events::money::{Cents, VatRate};
 use rempart_events::signing::RegisterKey;
-use rempart_events::store::{Checkpoint, Direction, ExpectedVersion, Metadata, NewEvent};
+use rempart_events::store::Direction;
 use rempart_events::sync::{Central, RegisterSync};
-use rempart_events::ticket::{
-    ArticleAdded, PaymentMode, Ticket, TicketCommand, TicketEvent, apply, decide,
-};
+use rempart_events::ticket::{ArticleAdded, PaymentMode, Ticket, TicketCommand, TicketMeta};
 use rempart_events::verify::{VerifyOptions, verify};
 
 const STREAM: &str = "ticket-T-9";
 
 async fn ticket(r: &RegisterSync) -> Ticket {
-    let events = r
-        .store()
-        .read_stream(STREAM, 1, Direction::Forward, 1_000)
-        .await
-        .unwrap();
-    events.iter().fold(Ticket::new(), |t, e| {
-        let ev: TicketEvent =
-            serde_json::from_value(serde_json::json!({"type": e.event_type, "payload": e.payload}))
-                .unwrap();
-        apply(t, &ev)
-    })
+    r.store().ticket(STREAM).await.unwrap().0
 }
 
 async fn run(r: &RegisterSync, command: TicketCommand) {
-    let state = ticket(r).await;
-    let mut out = Vec::new();
-    for event in decide(&state, &command).unwrap() {
-        let v = serde_json::to_value(&event).unwrap();
-        let mut e = NewEvent::new(
-            event.kind(),
-            v["payload"].clone(),
-            Metadata::new("s1", r.register_id()),
-        );
-        if matches!(event, TicketEvent::Closed(_)) {
-            e = e.signed(Checkpoint::Ticket);
-        }
-        out.push(e);
-    }
+    let meta = TicketMeta {
+        store_id: "s1".into(),
+        register_id: r.register_id().into(),
+        business_date: "2026-11-29".parse().unwrap(),
+    };
     r.store()
-        .append(STREAM, ExpectedVersion::Any, out)
+        .run_ticket_command(STREAM, &meta, &command)
         .await
         .unwrap();
 }
