@@ -12,7 +12,8 @@
 //!    answered 202 after the broker's confirm, for `SECS` seconds: the 202
 //!    path's throughput. Then the same gateway at a fixed half of that rate
 //!    (open loop) for `SECS` seconds: latency p50 and p99 from send to the
-//!    202's last byte.
+//!    202's last byte; beside it, raw confirmed publishes sent on the same
+//!    schedule, publish to confirm (the broker's own share).
 //! 3. `worker`: `JOBS` jobs waiting in the work queue, drained by the
 //!    embedded worker of a gateway whose service answers at once (a
 //!    keep-alive upstream on loopback): jobs/s until all are stored.
@@ -130,6 +131,65 @@ async fn raw() -> f64 {
     let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     delete(&names).await;
     rate
+}
+
+/// Publish-to-confirm latency (p50, p99 ms) of raw confirmed publishes sent
+/// on schedule at `rate` per second for `SECS` seconds: what the broker
+/// alone adds to a 202 at that load.
+async fn raw_latency(rate: f64) -> (f64, f64) {
+    let names = unique("rawlat");
+    let conn = topology::connect(AMQP, T).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    topology::declare(&ch, &names, MAX_ATTEMPTS, T)
+        .await
+        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let payload = Arc::new(job().encode());
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let total = (rate * SECS as f64) as u64;
+    let mut inflight = FuturesUnordered::new();
+    let mut latencies = Vec::with_capacity(total as usize);
+    let start = Instant::now();
+    for i in 0..total {
+        let due = start + interval.mul_f64(i as f64);
+        while Instant::now() < due {
+            tokio::select! {
+                Some(l) = inflight.next(), if !inflight.is_empty() => latencies.push(l),
+                _ = tokio::time::sleep_until(due) => {}
+            }
+        }
+        let (ch, payload, work) = (ch.clone(), payload.clone(), names.work.clone());
+        inflight.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    work.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &payload,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap();
+            assert!(matches!(confirm.await.unwrap(), Confirmation::Ack(None)));
+            sent.elapsed()
+        }));
+    }
+    while let Some(l) = inflight.next().await {
+        latencies.push(l);
+    }
+    delete(&names).await;
+    percentiles(latencies.into_iter().map(|l| l.unwrap()).collect())
+}
+
+/// (p50, p99) in milliseconds.
+fn percentiles(latencies: Vec<Duration>) -> (f64, f64) {
+    let mut ms: Vec<f64> = latencies.iter().map(|l| l.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+    (pct(0.50), pct(0.99))
 }
 
 /// A loopback upstream answering every request `200` with a small body.
@@ -272,13 +332,7 @@ async fn accept() -> (f64, f64, f64) {
     while let Some(l) = inflight.next().await {
         latencies.push(l);
     }
-    let mut ms: Vec<f64> = latencies
-        .into_iter()
-        .map(|l| l.unwrap().as_secs_f64() * 1e3)
-        .collect();
-    ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
-    let (p50, p99) = (pct(0.50), pct(0.99));
+    let (p50, p99) = percentiles(latencies.into_iter().map(|l| l.unwrap()).collect());
     gw.shutdown().await;
     delete(&names).await;
     (rate, p50, p99)
@@ -394,6 +448,17 @@ fn main() {
                     "accept at half that rate, open loop: p50 {:.2} ms (runs {p50s:.2?}), p99 {:.2} ms (runs {p99s:.2?})",
                     median(p50s.clone()),
                     median(p99s.clone())
+                );
+                let (mut r50, mut r99) = (Vec::new(), Vec::new());
+                for _ in 0..runs {
+                    let (p50, p99) = raw_latency(rate / 2.0).await;
+                    r50.push(p50);
+                    r99.push(p99);
+                }
+                println!(
+                    "raw confirmed publishes at that same rate, open loop: p50 {:.2} ms (runs {r50:.2?}), p99 {:.2} ms (runs {r99:.2?})",
+                    median(r50.clone()),
+                    median(r99.clone())
                 );
             }
         }

@@ -330,16 +330,24 @@ async fn an_open_circuit_defers_and_the_worker_waits_for_it_without_calling() {
 
     let me = [("authorization", "Bearer alice")];
     let id = upload(&gw, &me).await.job_id();
-    // Several replays come and go while the circuit is open: none calls.
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
+    // The circuit stays open longer than every attempt's backoff together
+    // (10 attempts, at most 400 ms each): the job keeps waiting at attempt 1,
+    // never dead-lettered by an outage during which it was never called.
+    let outage = Instant::now() + Duration::from_secs(6);
+    let mut seen_waiting = false;
+    while Instant::now() < outage {
         let got = poll(&gw, &id, &me).await;
         assert!(
             got.headers.get("x-job-status").is_none(),
             "the job was replayed while the circuit was open"
         );
         let got = got.json();
-        if got["status"] == "retrying" && got["attempt"].as_u64() >= Some(3) {
+        assert_ne!(
+            got["status"], "dead",
+            "dead-lettered while never called: {got}"
+        );
+        if got["status"] == "retrying" {
+            assert_eq!(got["attempt"], 1, "an attempt spent without a call: {got}");
             assert!(
                 got["last_error"]
                     .as_str()
@@ -347,11 +355,14 @@ async fn an_open_circuit_defers_and_the_worker_waits_for_it_without_calling() {
                     .contains("circuit is open"),
                 "{got}"
             );
-            break;
+            seen_waiting = true;
         }
-        assert!(Instant::now() < until, "no retries seen: {got}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        seen_waiting,
+        "the worker took the job and put it back to wait"
+    );
     assert_eq!(*calls.lock().unwrap(), 0, "nothing was sent while open");
 
     breaker.reset();

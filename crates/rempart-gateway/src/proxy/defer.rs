@@ -219,10 +219,12 @@ async fn outcome(tried: Tried, limit: u64, wall_deadline: tokio::time::Instant) 
         } => return ReplayOutcome::Failed("the upstream did not answer in time".into()),
         Tried::Sent { .. } => return ReplayOutcome::Failed("the upstream is unreachable".into()),
         Tried::Refused(Refusal::Open) => {
-            return ReplayOutcome::Failed("the circuit is open: not called".into());
+            return ReplayOutcome::NotCalled("the circuit is open: not called".into());
         }
         Tried::Refused(Refusal::BulkheadFull) => {
-            return ReplayOutcome::Failed("the service is busy (bulkhead full): not called".into());
+            return ReplayOutcome::NotCalled(
+                "the service is busy (bulkhead full): not called".into(),
+            );
         }
         Tried::Refused(_) => return ReplayOutcome::Failed("no upstream host to call".into()),
     };

@@ -92,8 +92,12 @@ pub enum ReplayOutcome {
     /// The upstream answered for good (2xx, and 4xx too: asking again would
     /// get the same refusal).
     Answered(StoredAnswer),
-    /// It could not answer now (unreachable, 5xx, breaker open, timeout).
+    /// It was called and could not answer now (unreachable, 5xx, timeout).
     Failed(String),
+    /// It was not called at all (breaker open, bulkhead full): the attempt
+    /// is not spent, or a long outage would dead-letter every job without a
+    /// single real call.
+    NotCalled(String),
 }
 
 /// What the worker does with a delivery once it has been replayed or read.
@@ -109,6 +113,16 @@ pub enum Decision {
         /// The attempt the redelivery will be.
         attempt: u32,
         /// The failure that caused it.
+        error: String,
+    },
+    /// The service was not called: re-publish to wait `delay` as the same
+    /// `attempt` (not spent), then ack the original.
+    Wait {
+        /// How long the message waits in a delay queue.
+        delay: Duration,
+        /// The attempt the redelivery still is.
+        attempt: u32,
+        /// Why the service was not called.
         error: String,
     },
     /// Publish to the dead-letter queue with the reason, then ack.
@@ -139,6 +153,15 @@ pub fn decide(
         ReplayOutcome::Failed(error) => Decision::Retry {
             delay: plan.delay_after(attempt, rng),
             attempt: attempt + 1,
+            error,
+        },
+        // With a single attempt there are no delay queues to wait in.
+        ReplayOutcome::NotCalled(error) if plan.max_attempts <= 1 => Decision::DeadLetter {
+            reason: format!("not called and no attempt left to wait for: {error}"),
+        },
+        ReplayOutcome::NotCalled(error) => Decision::Wait {
+            delay: plan.delay_after(attempt, rng),
+            attempt,
             error,
         },
     }
@@ -241,6 +264,42 @@ mod tests {
 
     fn failed() -> ReplayOutcome {
         ReplayOutcome::Failed("503 from upstream".into())
+    }
+
+    #[test]
+    fn a_job_not_called_waits_without_spending_an_attempt_however_long_it_lasts() {
+        let plan = plan();
+        let mut rng = SplitMix64::seeded(3);
+        for attempt in 1..=plan.max_attempts {
+            for _ in 0..100 {
+                match decide(
+                    &plan,
+                    attempt,
+                    ReplayOutcome::NotCalled("circuit open".into()),
+                    &mut rng,
+                ) {
+                    Decision::Wait {
+                        attempt: a, delay, ..
+                    } => {
+                        assert_eq!(a, attempt, "the attempt is not spent");
+                        let (lo, hi) = plan.delay_bounds(attempt);
+                        assert!(delay >= lo && delay <= hi);
+                    }
+                    other => panic!("attempt {attempt}: {other:?}"),
+                }
+            }
+        }
+        let single =
+            RetryPlan::exponential(1, Duration::from_secs(1), Duration::from_secs(60)).unwrap();
+        assert!(matches!(
+            decide(
+                &single,
+                1,
+                ReplayOutcome::NotCalled("open".into()),
+                &mut rng
+            ),
+            Decision::DeadLetter { .. }
+        ));
     }
 
     #[test]

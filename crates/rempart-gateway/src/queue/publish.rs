@@ -66,6 +66,36 @@ impl Publisher {
         delay: Duration,
         error: &str,
     ) -> Result<(), BrokerError> {
+        self.delay_in(attempt, payload, message_id, attempt, delay, error)
+            .await
+    }
+
+    /// Re-publishes a job that was not called to wait `delay` as the same
+    /// `attempt`, in the delay queue of the next one (whose waits match
+    /// this attempt's backoff), or the last one.
+    pub async fn wait(
+        &self,
+        payload: &[u8],
+        message_id: Option<&str>,
+        attempt: u32,
+        max_attempts: u32,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), BrokerError> {
+        let queue = (attempt + 1).clamp(2, max_attempts.max(2));
+        self.delay_in(queue, payload, message_id, attempt, delay, error)
+            .await
+    }
+
+    async fn delay_in(
+        &self,
+        queue: u32,
+        payload: &[u8],
+        message_id: Option<&str>,
+        attempt: u32,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), BrokerError> {
         // Per-message TTL in whole milliseconds; 0 would skip the wait entirely.
         let ms = delay.as_millis().max(1);
         let props = persistent(
@@ -73,8 +103,7 @@ impl Publisher {
             headers(attempt, Some(error), None),
         )
         .with_expiration(ShortString::from(ms.to_string()));
-        self.publish(&self.names.delay(attempt), payload, props)
-            .await
+        self.publish(&self.names.delay(queue), payload, props).await
     }
 
     /// Moves a message to the dead-letter queue with why; the payload is kept

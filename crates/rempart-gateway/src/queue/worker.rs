@@ -67,6 +67,9 @@ pub struct WorkerCounts {
     pub done: u64,
     /// Failed replays re-published to a delay queue.
     pub retried: u64,
+    /// Jobs re-published to wait because the service was not called
+    /// (breaker open, bulkhead full), their attempt not spent.
+    pub waited: u64,
     /// Jobs dead-lettered after their last attempt.
     pub dead: u64,
     /// Unreadable messages moved to the dead-letter queue.
@@ -81,6 +84,7 @@ pub struct WorkerCounts {
 struct Counters {
     done: AtomicU64,
     retried: AtomicU64,
+    waited: AtomicU64,
     dead: AtomicU64,
     poison: AtomicU64,
     duplicates: AtomicU64,
@@ -93,6 +97,7 @@ impl Counters {
         WorkerCounts {
             done: g(&self.done),
             retried: g(&self.retried),
+            waited: g(&self.waited),
             dead: g(&self.dead),
             poison: g(&self.poison),
             duplicates: g(&self.duplicates),
@@ -325,6 +330,20 @@ async fn settle<R: Replayer, S: ResultStore>(
                 .map_err(|e| e.to_string())?;
             shared.counts.retried.fetch_add(1, Ordering::Relaxed);
             shared.settings.metrics.retried.inc();
+            record(shared, &job, JobState::Retrying { attempt, error }).await;
+        }
+        Decision::Wait {
+            delay,
+            attempt,
+            error,
+        } => {
+            let max = shared.settings.plan.max_attempts;
+            shared
+                .publisher
+                .wait(&delivery.data, Some(&id), attempt, max, delay, &error)
+                .await
+                .map_err(|e| e.to_string())?;
+            shared.counts.waited.fetch_add(1, Ordering::Relaxed);
             record(shared, &job, JobState::Retrying { attempt, error }).await;
         }
         Decision::DeadLetter { reason } | Decision::Poison { reason } => {
