@@ -84,6 +84,21 @@ fn job() -> Job {
     .unwrap()
 }
 
+/// One persistent message to `queue`, awaited until the broker confirms it.
+async fn publish_confirmed(ch: &lapin::Channel, queue: &str, payload: &[u8]) {
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            payload,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(confirm.await.unwrap(), Confirmation::Ack(None)));
+}
+
 /// Confirmed publishes per second, `CLIENTS` at a time on one channel.
 async fn raw() -> f64 {
     let names = unique("raw");
@@ -108,17 +123,7 @@ async fn raw() -> f64 {
             );
             tokio::spawn(async move {
                 while Instant::now() < until {
-                    let confirm = ch
-                        .basic_publish(
-                            "".into(),
-                            work.as_str().into(),
-                            BasicPublishOptions::default(),
-                            &payload,
-                            BasicProperties::default().with_delivery_mode(2),
-                        )
-                        .await
-                        .unwrap();
-                    assert!(matches!(confirm.await.unwrap(), Confirmation::Ack(None)));
+                    publish_confirmed(&ch, &work, &payload).await;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -147,6 +152,26 @@ async fn raw_latency(rate: f64) -> (f64, f64) {
         .await
         .unwrap();
     let payload = Arc::new(job().encode());
+    let work = names.work.clone();
+    let latencies = open_loop(rate, || {
+        let (ch, payload, work) = (ch.clone(), payload.clone(), work.clone());
+        async move {
+            publish_confirmed(&ch, &work, &payload).await;
+        }
+    })
+    .await;
+    delete(&names).await;
+    percentiles(latencies)
+}
+
+/// Runs `one()` on schedule at `rate` per second for `SECS` seconds, each
+/// on its own task whatever the ones before it are doing (an open loop, so
+/// a slow answer cannot hold back the load), and returns each one's time.
+async fn open_loop<F, Fut>(rate: f64, one: F) -> Vec<Duration>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * SECS as f64) as u64;
     let mut inflight = FuturesUnordered::new();
@@ -160,28 +185,17 @@ async fn raw_latency(rate: f64) -> (f64, f64) {
                 _ = tokio::time::sleep_until(due) => {}
             }
         }
-        let (ch, payload, work) = (ch.clone(), payload.clone(), names.work.clone());
+        let fut = one();
         inflight.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let confirm = ch
-                .basic_publish(
-                    "".into(),
-                    work.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &payload,
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await
-                .unwrap();
-            assert!(matches!(confirm.await.unwrap(), Confirmation::Ack(None)));
+            fut.await;
             sent.elapsed()
         }));
     }
     while let Some(l) = inflight.next().await {
         latencies.push(l);
     }
-    delete(&names).await;
-    percentiles(latencies.into_iter().map(|l| l.unwrap()).collect())
+    latencies.into_iter().map(|l| l.unwrap()).collect()
 }
 
 /// (p50, p99) in milliseconds.
@@ -308,31 +322,12 @@ async fn accept() -> (f64, f64, f64) {
 
     // Open loop at half the rate: each upload sent on schedule, whatever
     // the ones before it are doing.
-    let half = rate / 2.0;
-    let interval = Duration::from_secs_f64(1.0 / half);
-    let total = (half * SECS as f64) as u64;
-    let mut inflight = FuturesUnordered::new();
-    let mut latencies = Vec::with_capacity(total as usize);
-    let start = Instant::now();
-    for i in 0..total {
-        let due = start + interval.mul_f64(i as f64);
-        while Instant::now() < due {
-            tokio::select! {
-                Some(l) = inflight.next(), if !inflight.is_empty() => latencies.push(l),
-                _ = tokio::time::sleep_until(due) => {}
-            }
-        }
+    let latencies = open_loop(rate / 2.0, || {
         let client = client.clone();
-        inflight.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            assert_eq!(upload(&client, addr).await, 202);
-            sent.elapsed()
-        }));
-    }
-    while let Some(l) = inflight.next().await {
-        latencies.push(l);
-    }
-    let (p50, p99) = percentiles(latencies.into_iter().map(|l| l.unwrap()).collect());
+        async move { assert_eq!(upload(&client, addr).await, 202) }
+    })
+    .await;
+    let (p50, p99) = percentiles(latencies);
     gw.shutdown().await;
     delete(&names).await;
     (rate, p50, p99)
