@@ -24,6 +24,7 @@ mod outbox_demo;
 mod request;
 mod saga;
 mod saga_demo;
+mod worker;
 
 pub use events::EventsCommand;
 pub use jobs::JobsCommand;
@@ -120,6 +121,16 @@ pub enum Command {
     /// put dead jobs back once their cause is fixed.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Replay the gateway's deferred jobs without serving clients: one worker
+    /// per service with a `queue` in the gateway's config file, through the
+    /// same policies. SIGTERM or Ctrl-C drains it (jobs in hand finish or go
+    /// back to the broker). Exits 64 on a bad config, 1 when a broker cannot
+    /// be reached at start.
+    Worker {
+        /// The gateway's config file (see docs/gateway-config.md).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 /// The other demos.
@@ -204,6 +215,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Request(args) => request::run(args),
         Command::Outbox(cmd) => outbox::run(cmd),
         Command::Jobs(cmd) => jobs::run(cmd),
+        Command::Worker { config } => worker::run(&config),
     }
 }
 
