@@ -21,6 +21,7 @@ mod gateway;
 mod jobs;
 mod outbox;
 mod outbox_demo;
+mod queue_demo;
 mod request;
 mod saga;
 mod saga_demo;
@@ -30,6 +31,7 @@ pub use events::EventsCommand;
 pub use jobs::JobsCommand;
 pub use outbox::{ABORT_AFTER_PUBLISH_ENV as OUTBOX_ABORT_AFTER_PUBLISH_ENV, OutboxCommand};
 pub use outbox_demo::OutboxDemoArgs;
+pub use queue_demo::QueueDemoArgs;
 pub use request::RequestArgs;
 pub use saga::SagaCommand;
 pub use saga_demo::{INVARIANTS as SAGA_DEMO_INVARIANTS, SagaDemoArgs};
@@ -143,6 +145,10 @@ pub enum DemoStory {
     /// transaction; a relay, a consumer with an inbox, and a broker outage
     /// midway. Ends with "orders: N, events delivered: N, duplicates applied: 0".
     Outbox(OutboxDemoArgs),
+    /// Seed 002: image uploads to an optimizer that fails for a while get
+    /// 202 at once; the worker completes them once it recovers, and a corrupt
+    /// image ends in the dead-letter queue after 5 attempts. Needs RabbitMQ.
+    Queue(QueueDemoArgs),
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -199,6 +205,10 @@ pub fn run(cli: Cli) -> u8 {
             story: Some(DemoStory::Outbox(args)),
             ..
         } => outbox_demo::run(args),
+        Command::Demo {
+            story: Some(DemoStory::Queue(args)),
+            ..
+        } => queue_demo::run(args),
         Command::Demo {
             breaker: true,
             calls,
