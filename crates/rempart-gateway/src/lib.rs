@@ -21,7 +21,7 @@ pub mod deadline_body;
 pub mod demo;
 pub mod headers;
 pub mod health_check;
-mod jobs_worker;
+pub mod jobs_worker;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
