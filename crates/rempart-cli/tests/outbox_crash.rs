@@ -191,11 +191,25 @@ async fn killed_again_and_again(backend: &str, default_kills: u32) {
                 total.applied += c.applied;
                 total.duplicates += c.duplicates;
                 total.failed += c.failed;
+                total.early += c.early;
+                // An empty fetch alone does not mean the stream is consumed
+                // (it happened with hundreds of messages left): ask the server.
                 if c.total() == 0 && consuming.load(Ordering::SeqCst) {
-                    return total;
+                    let left = source
+                        .get_info()
+                        .await
+                        .map(|i| i.num_pending + u64::try_from(i.num_ack_pending).unwrap_or(1));
+                    if left.is_ok_and(|n| n == 0) {
+                        return total;
+                    }
                 }
             }
         }
+    };
+    let consumer = async {
+        tokio::time::timeout(Duration::from_secs(120), consumer)
+            .await
+            .expect("the consumer takes every message of the stream")
     };
 
     let story = async {

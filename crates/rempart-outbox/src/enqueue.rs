@@ -6,6 +6,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
+use crate::inbox_order::{Order, Position, decide};
 use crate::message::{InvalidMessage, Message};
 
 /// Why an enqueue or an inbox record failed.
@@ -40,6 +41,23 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
         consumer: &'a str,
         message_id: &'a str,
     ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'a;
+
+    #[doc(hidden)]
+    fn lock_last_seq<'a>(
+        tx: &'a mut Transaction<'_, Self>,
+        consumer: &'a str,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+    ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send + 'a;
+
+    #[doc(hidden)]
+    fn set_last_seq<'a>(
+        tx: &'a mut Transaction<'_, Self>,
+        consumer: &'a str,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        last_seq: i64,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 }
 
 // The next number of an aggregate: the upsert's row lock is held to commit,
@@ -65,6 +83,19 @@ const INSERT: &str =
 VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 const RECORD: &str = "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT (consumer, message_id) DO NOTHING";
+
+// The upsert creates the row (0: nothing applied) or takes its row lock
+// (PostgreSQL; SQLite's write lock on both) until the commit, so two
+// deliveries of one aggregate decide one after the other.
+const LOCK_LAST_SEQ: &str = "INSERT INTO inbox_sequences (consumer, aggregate_type, aggregate_id, last_seq)
+VALUES ($1, $2, $3, 0)
+ON CONFLICT (consumer, aggregate_type, aggregate_id) DO UPDATE SET last_seq = inbox_sequences.last_seq
+RETURNING last_seq";
+
+const SET_LAST_SEQ: &str =
+    "INSERT INTO inbox_sequences (consumer, aggregate_type, aggregate_id, last_seq)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (consumer, aggregate_type, aggregate_id) DO UPDATE SET last_seq = excluded.last_seq";
 
 macro_rules! enqueue_in {
     (one_statement, $tx:ident, $m:ident) => {
@@ -120,6 +151,37 @@ macro_rules! backend {
                     .await?;
                 Ok(r.rows_affected() == 1)
             }
+
+            async fn lock_last_seq(
+                tx: &mut Transaction<'_, Self>,
+                consumer: &str,
+                aggregate_type: &str,
+                aggregate_id: &str,
+            ) -> Result<i64, sqlx::Error> {
+                sqlx::query_scalar(LOCK_LAST_SEQ)
+                    .bind(consumer)
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .fetch_one(&mut **tx)
+                    .await
+            }
+
+            async fn set_last_seq(
+                tx: &mut Transaction<'_, Self>,
+                consumer: &str,
+                aggregate_type: &str,
+                aggregate_id: &str,
+                last_seq: i64,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query(SET_LAST_SEQ)
+                    .bind(consumer)
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(last_seq)
+                    .execute(&mut **tx)
+                    .await
+                    .map(drop)
+            }
         }
     };
 }
@@ -154,9 +216,18 @@ pub enum Handled<T> {
     Applied(T),
     /// Seen before: the handler did not run.
     Duplicate,
+    /// Ahead of its aggregate (an earlier seq is not applied yet): the
+    /// handler did not run; hand the message back to the broker for a
+    /// redelivery. Only [`Inbox::handle_in_order`] returns it.
+    Early {
+        /// The seq the inbox waits for in this aggregate.
+        expected: i64,
+    },
 }
 
-/// The consumer side: a message's effects applied at most once per consumer.
+/// The consumer side: a message's effects applied at most once per
+/// consumer and, for messages with a [`Position`], in their aggregate's order
+/// (see [`handle_in_order`](Inbox::handle_in_order)).
 #[derive(Debug, Clone, Copy)]
 pub struct Inbox;
 
@@ -193,6 +264,74 @@ impl Inbox {
             return Ok(Handled::Duplicate);
         }
         handler(tx).await.map(Handled::Applied)
+    }
+
+    /// Like [`handle_once`](Inbox::handle_once), and for a message at a
+    /// `position` (its `rempart-*` headers), only if it is its aggregate's
+    /// next: a seq already applied is a `Duplicate`, a later one is `Early`
+    /// (nothing runs; the caller hands it back to the broker). Without a
+    /// position it is `handle_once`. The aggregate's row stays locked to the
+    /// end of `tx`, so commit `tx` with the handler's effects.
+    pub async fn handle_in_order<'t, 'c, DB, T, E, F>(
+        tx: &'t mut Transaction<'c, DB>,
+        consumer: &str,
+        message_id: &str,
+        position: Option<&Position>,
+        handler: F,
+    ) -> Result<Handled<T>, E>
+    where
+        DB: Backend,
+        E: From<EnqueueError>,
+        F: AsyncFnOnce(&'t mut Transaction<'c, DB>) -> Result<T, E>,
+    {
+        let Some(p) = position else {
+            return Self::handle_once(tx, consumer, message_id, handler).await;
+        };
+        let labels = || vec![("consumer", consumer.to_owned())];
+        let last = DB::lock_last_seq(tx, consumer, &p.aggregate_type, &p.aggregate_id)
+            .await
+            .map_err(EnqueueError::from)?;
+        match decide(Some(last), p.seq) {
+            Order::Duplicate => {
+                crate::metrics::INBOX_DUPLICATES
+                    .get_or_create(&labels())
+                    .inc();
+                return Ok(Handled::Duplicate);
+            }
+            Order::Early { expected } => {
+                crate::metrics::INBOX_OUT_OF_ORDER
+                    .get_or_create(&labels())
+                    .inc();
+                return Ok(Handled::Early { expected });
+            }
+            Order::Apply => {}
+        }
+        DB::set_last_seq(tx, consumer, &p.aggregate_type, &p.aggregate_id, p.seq)
+            .await
+            .map_err(EnqueueError::from)?;
+        // The id was applied without its order (before the upgrade to the
+        // ordered inbox): it is this seq, done; the aggregate moves past it.
+        if !Self::first_delivery(tx, consumer, message_id).await? {
+            crate::metrics::INBOX_DUPLICATES
+                .get_or_create(&labels())
+                .inc();
+            return Ok(Handled::Duplicate);
+        }
+        handler(tx).await.map(Handled::Applied)
+    }
+
+    /// Seeds `consumer`'s place in an aggregate: the next message it applies
+    /// is `last_seq + 1`. For a consumer that starts after retention deleted
+    /// the aggregate's first messages (it would wait for seq 1 forever), or
+    /// one moving from the unordered inbox; the caller commits `tx`.
+    pub async fn start_at<DB: Backend>(
+        tx: &mut Transaction<'_, DB>,
+        consumer: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        last_seq: i64,
+    ) -> Result<(), EnqueueError> {
+        Ok(DB::set_last_seq(tx, consumer, aggregate_type, aggregate_id, last_seq).await?)
     }
 }
 

@@ -10,6 +10,8 @@
 //!   [`amqp_batch`] do it for a JetStream pull consumer and a RabbitMQ queue,
 //!   acking after the commit.
 //! - [`decision`]: the relay's decisions as pure functions; read it first.
+//! - [`inbox_order`]: the inbox applies an aggregate's messages in their
+//!   `rempart-seq` order, whatever order the broker redelivers them in.
 //! - [`OutboxStore`]: retention, dead letters, the backlog.
 //! - [`OutboxMetrics`]: the Prometheus metrics.
 //! - [`CutProxy`]: an outage drill, a TCP proxy that cuts a broker off.
@@ -61,6 +63,14 @@
 //! A relay that dies between the publish and the mark publishes again with
 //! the same message id: JetStream drops it within its duplicate window
 //! (`Nats-Msg-Id`), and the [`Inbox`] absorbs it on any broker.
+//!
+//! ## Order at the consumer
+//! Brokers redeliver a message whose ack was lost, or that was nak'ed, after
+//! later messages of its aggregate. The consumer helpers apply a message
+//! only when its `rempart-seq` follows the last one applied for its
+//! aggregate ([`inbox_order`]); an early one is nak'ed for a redelivery.
+//! A consumer that starts after retention deleted an aggregate's first
+//! messages calls [`Inbox::start_at`] first, or it waits for seq 1 forever.
 
 #![deny(missing_docs)]
 
@@ -70,6 +80,7 @@ pub mod decision;
 mod destination;
 mod drill;
 mod enqueue;
+pub mod inbox_order;
 mod message;
 mod metrics;
 mod nats;
@@ -78,11 +89,14 @@ pub mod schema;
 mod store;
 
 pub use amqp::{AMQP_DEFAULT_MAX_MESSAGE, AmqpDestination};
-pub use consume::{ConsumeError, Consumed, Incoming, amqp_batch, apply_incoming, jetstream_batch};
+pub use consume::{
+    ConsumeError, Consumed, EARLY_REDELIVERY, Incoming, amqp_batch, apply_incoming, jetstream_batch,
+};
 pub use decision::{FailureKind, PayloadChecks, PublishError, RetryPolicy, RowOutcome};
 pub use destination::{ChannelDestination, Delivery, Destination, Routing, standard_headers};
 pub use drill::CutProxy;
 pub use enqueue::{Backend, EnqueueError, Handled, Inbox, Outbox, message_id};
+pub use inbox_order::Position;
 pub use message::{Envelope, InvalidMessage, Message};
 pub use metrics::OutboxMetrics;
 pub use nats::{NatsConnectError, NatsDestination};

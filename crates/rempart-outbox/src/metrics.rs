@@ -17,12 +17,17 @@ type Labels = Vec<(&'static str, String)>;
 pub(crate) static INBOX_DUPLICATES: LazyLock<Family<Labels, Counter>> =
     LazyLock::new(Family::default);
 
+/// `inbox_out_of_order_total{consumer}`: deliveries that came before an
+/// earlier message of their aggregate and went back to the broker.
+pub(crate) static INBOX_OUT_OF_ORDER: LazyLock<Family<Labels, Counter>> =
+    LazyLock::new(Family::default);
+
 /// `outbox_pending`, `outbox_oldest_pending_age_seconds` (refreshed by the
 /// relay about once a second), `outbox_published_total{destination}`,
 /// `outbox_publish_errors_total{destination}`, `outbox_relay_lag_seconds`
 /// (from the row's `created_at` to the broker's ack: the insert stands in
 /// for the commit, which the database does not record), and
-/// `inbox_duplicates_total{consumer}`.
+/// `inbox_duplicates_total{consumer}` and `inbox_out_of_order_total{consumer}`.
 #[derive(Debug, Clone)]
 pub struct OutboxMetrics {
     pub(crate) pending: Gauge,
@@ -77,6 +82,11 @@ impl OutboxMetrics {
             "inbox_duplicates",
             "Deliveries the inbox had already seen",
             INBOX_DUPLICATES.clone(),
+        );
+        registry.register(
+            "inbox_out_of_order",
+            "Deliveries ahead of their aggregate's next message, sent back to the broker",
+            INBOX_OUT_OF_ORDER.clone(),
         );
     }
 

@@ -14,6 +14,9 @@
 //!   and stops at its limit instead of sorting the whole backlog;
 //! - on PostgreSQL, a statement trigger that notifies `rempart_outbox` with
 //!   the schema's name, so relays wake at commit instead of at their next poll.
+//!
+//! The inbox keeps `(consumer, message_id)` rows (version 1) and, per
+//! consumer and aggregate, the last seq applied (`inbox_sequences`, version 2).
 
 use rempart_db::{Component, Migration};
 
@@ -100,13 +103,33 @@ CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
     }],
 };
 
+// Per (consumer, aggregate), the last `rempart-seq` applied: the inbox
+// applies only the next one (see `inbox_order`). Same text on both backends.
+const INBOX_SEQUENCES: &str = "
+CREATE TABLE inbox_sequences (
+  consumer       VARCHAR(200) NOT NULL,
+  aggregate_type VARCHAR(200) NOT NULL,
+  aggregate_id   VARCHAR(200) NOT NULL,
+  last_seq       BIGINT NOT NULL,
+  PRIMARY KEY (consumer, aggregate_type, aggregate_id)
+);
+";
+
 /// The inbox schema: a consumer's database migrates this one only.
 pub const INBOX_SCHEMA: Component = Component {
     name: "inbox",
-    migrations: &[Migration {
-        version: 1,
-        name: "inbox",
-        sqlite: inbox_table!("TIMESTAMP", "CURRENT_TIMESTAMP"),
-        postgres: inbox_table!("TIMESTAMPTZ", "NOW()"),
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "inbox",
+            sqlite: inbox_table!("TIMESTAMP", "CURRENT_TIMESTAMP"),
+            postgres: inbox_table!("TIMESTAMPTZ", "NOW()"),
+        },
+        Migration {
+            version: 2,
+            name: "inbox per-aggregate order",
+            sqlite: INBOX_SEQUENCES,
+            postgres: INBOX_SEQUENCES,
+        },
+    ],
 };

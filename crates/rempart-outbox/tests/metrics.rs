@@ -17,7 +17,7 @@ fn text(registry: &Registry) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_metrics_count_the_backlog_publishes_errors_lag_and_inbox_duplicates() {
+async fn the_metrics_count_the_backlog_publishes_errors_lag_and_inbox_duplicates_and_early_ones() {
     for backend in BACKENDS {
         let (t, store) = setup(backend).await;
         let metrics = OutboxMetrics::default();
@@ -76,6 +76,25 @@ async fn the_metrics_count_the_backlog_publishes_errors_lag_and_inbox_duplicates
             });
         }
         let line = format!("\ninbox_duplicates_total{{consumer=\"{consumer}\"}} 1\n");
+        assert!(text(&registry).contains(&line), "{backend}: no {line:?}");
+
+        // Seq 2 of an aggregate before its seq 1: counted, not applied.
+        let position = rempart_outbox::Position {
+            aggregate_type: "order".into(),
+            aggregate_id: unique("o"),
+            seq: 2,
+        };
+        with_pool!(t.db, pool => {
+            let mut tx = pool.begin().await.unwrap();
+            let h = Inbox::handle_in_order(&mut tx, &consumer, "early", Some(&position), async |_tx| {
+                Ok::<_, rempart_outbox::EnqueueError>(())
+            })
+            .await
+            .unwrap();
+            assert_eq!(h, rempart_outbox::Handled::Early { expected: 1 }, "{backend}");
+            tx.commit().await.unwrap();
+        });
+        let line = format!("\ninbox_out_of_order_total{{consumer=\"{consumer}\"}} 1\n");
         assert!(text(&registry).contains(&line), "{backend}: no {line:?}");
     }
 }
