@@ -35,7 +35,8 @@ pub(crate) fn start(gateway: &Gateway, stop: &watch::Receiver<bool>) -> Vec<Join
         .filter_map(|s| {
             let queue = Arc::clone(s.queue()?);
             let replayer = gateway.replayer(&s.config.name);
-            let settings = queue.worker_settings(gateway.metrics().jobs(&s.config.name));
+            let settings =
+                queue.worker_settings(gateway.metrics().jobs(&s.config.name), s.config.timeout);
             Some(tokio::spawn(supervise(
                 replayer,
                 queue,

@@ -35,6 +35,8 @@ fn names(test: &str) -> QueueNames {
 
 fn settings(names: &QueueNames) -> WorkerSettings {
     WorkerSettings {
+        // A killed worker's job waits this long before another takes it.
+        run_lease: Duration::from_secs(2),
         names: names.clone(),
         plan: RetryPlan::exponential(
             MAX_ATTEMPTS,
@@ -519,6 +521,29 @@ async fn one_idempotency_key_queues_one_job_and_an_unconfirmed_one_is_not_accept
         deferrer.defer(&retry, &me).await.unwrap(),
         Deferred::Queued(retry.id)
     );
+}
+
+/// Seed 002 let two deliveries of one job both run. Two copies exist after
+/// a crash between re-publishing a job and acking it; delivered together,
+/// only one calls the upstream, and the other waits and finds it done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deliveries_of_one_job_never_both_call_the_upstream() {
+    let names = names("twice");
+    let (_cleanup, _conn, _ch, publisher) = client(&names).await;
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let upstream = Upstream::slow(Duration::from_millis(300), "once");
+    let j = job("k-twice");
+    publisher.submit(&j).await.unwrap();
+    publisher.submit(&j).await.unwrap();
+    let worker = start(&names, upstream.clone(), store.clone()).await;
+    assert!(matches!(final_state(&store, j.id).await, JobState::Done(_)));
+    // Long enough for the second copy to come back from its wait and be
+    // seen as a duplicate of the finished job.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let counts = worker.stop().await;
+    assert_eq!(upstream.calls().len(), 1, "{:?}", upstream.calls());
+    assert_eq!(counts.done, 1);
+    assert!(counts.waited + counts.duplicates >= 1, "{counts:?}");
 }
 
 /// Stored but not acked before a crash: the redelivery is acked without a

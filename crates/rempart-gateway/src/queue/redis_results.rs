@@ -225,6 +225,44 @@ impl ResultStore for RedisResults {
         Ok(())
     }
 
+    async fn begin_run(
+        &self,
+        id: JobId,
+        token: &str,
+        lease: Duration,
+        _now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}run:{id}", self.prefix);
+        let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> = self
+            .within(
+                "taking a job's run",
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn end_run(&self, id: JobId, token: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}run:{id}", self.prefix);
+        // The same compare-and-delete as a key's: only the holder frees it.
+        let _: i64 = self
+            .within(
+                "giving back a job's run",
+                self.forget.key(&key).arg(token).invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn own(&self, id: JobId, owner: Owner, _now: SystemTime) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let key = format!("{}owner:{id}", self.prefix);

@@ -67,6 +67,24 @@ pub trait ResultStore: Send + Sync + 'static {
         id: JobId,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Takes the right to replay `id` for `lease` under `token`, unless
+    /// another delivery of the same job holds it: two copies of one job (a
+    /// crash between re-publishing and acking leaves two) never run at once.
+    fn begin_run(
+        &self,
+        id: JobId,
+        token: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives back the right taken with `token` (if still held by it).
+    fn end_run(
+        &self,
+        id: JobId,
+        token: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Records who `id` belongs to, kept as long as its state: only that
     /// owner's polls see the job.
     fn own(
@@ -128,6 +146,24 @@ impl<S: ResultStore> ResultStore for std::sync::Arc<S> {
         (**self).forget_key(key, id)
     }
 
+    fn begin_run(
+        &self,
+        id: JobId,
+        token: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).begin_run(id, token, lease, now)
+    }
+
+    fn end_run(
+        &self,
+        id: JobId,
+        token: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).end_run(id, token)
+    }
+
     fn own(
         &self,
         id: JobId,
@@ -158,6 +194,7 @@ struct Tables {
     jobs: HashMap<JobId, (JobState, SystemTime)>,
     keys: HashMap<String, (JobId, SystemTime)>,
     owners: HashMap<JobId, (Owner, SystemTime)>,
+    runs: HashMap<JobId, (String, SystemTime)>,
     next_sweep: Option<SystemTime>,
 }
 
@@ -170,6 +207,7 @@ impl Tables {
         }
         self.jobs.retain(|_, (_, until)| now < *until);
         self.keys.retain(|_, (_, until)| now < *until);
+        self.runs.retain(|_, (_, until)| now < *until);
         self.owners.retain(|_, (_, until)| now < *until);
         self.next_sweep = Some(now + ttl / 4);
     }
@@ -265,6 +303,29 @@ impl ResultStore for MemoryResults {
         Ok(())
     }
 
+    async fn begin_run(
+        &self,
+        id: JobId,
+        token: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut t = self.tables();
+        if t.runs.get(&id).is_some_and(|(_, until)| now < *until) {
+            return Ok(false);
+        }
+        t.runs.insert(id, (token.to_owned(), now + lease));
+        Ok(true)
+    }
+
+    async fn end_run(&self, id: JobId, token: &str) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        if t.runs.get(&id).is_some_and(|(held, _)| held == token) {
+            t.runs.remove(&id);
+        }
+        Ok(())
+    }
+
     async fn own(&self, id: JobId, owner: Owner, now: SystemTime) -> Result<(), StoreError> {
         let mut t = self.tables();
         t.sweep(now, self.ttl);
@@ -340,6 +401,27 @@ mod tests {
             s.report(dead, done("second life"), t0()).await.unwrap(),
             done("second life")
         );
+    }
+
+    #[tokio::test]
+    async fn one_delivery_at_a_time_runs_a_job_until_it_ends_or_its_lease_runs_out() {
+        let s = MemoryResults::new(TTL);
+        let id = JobId::new(t0());
+        let lease = Duration::from_secs(60);
+        assert!(s.begin_run(id, "a", lease, t0()).await.unwrap());
+        assert!(
+            !s.begin_run(id, "b", lease, t0()).await.unwrap(),
+            "a holds it"
+        );
+        s.end_run(id, "b").await.unwrap();
+        assert!(
+            !s.begin_run(id, "b", lease, t0()).await.unwrap(),
+            "b cannot free a's"
+        );
+        s.end_run(id, "a").await.unwrap();
+        assert!(s.begin_run(id, "b", lease, t0()).await.unwrap());
+        // A holder that died: its lease runs out.
+        assert!(s.begin_run(id, "c", lease, t0() + lease).await.unwrap());
     }
 
     #[tokio::test]

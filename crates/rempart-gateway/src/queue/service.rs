@@ -84,6 +84,26 @@ impl ResultStore for Results {
         }
     }
 
+    async fn begin_run(
+        &self,
+        id: JobId,
+        token: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Results::Memory(s) => s.begin_run(id, token, lease, now).await,
+            Results::Redis(s) => s.begin_run(id, token, lease, now).await,
+        }
+    }
+
+    async fn end_run(&self, id: JobId, token: &str) -> Result<(), StoreError> {
+        match self {
+            Results::Memory(s) => s.end_run(id, token).await,
+            Results::Redis(s) => s.end_run(id, token).await,
+        }
+    }
+
     async fn own(&self, id: JobId, owner: Owner, now: SystemTime) -> Result<(), StoreError> {
         match self {
             Results::Memory(s) => s.own(id, owner, now).await,
@@ -165,12 +185,16 @@ impl ServiceQueue {
             .cloned()
     }
 
-    /// How the embedded worker consumes this queue, counting in `metrics`.
+    /// How the embedded worker consumes this queue, counting in `metrics`,
+    /// for a service whose replays end within `timeout`.
     pub fn worker_settings(
         &self,
         metrics: crate::metrics::JobCounters,
+        timeout: Duration,
     ) -> Result<WorkerSettings, String> {
         Ok(WorkerSettings {
+            // The replay's deadline, and the broker's for storing its fate.
+            run_lease: timeout + BROKER_TIMEOUT * 2,
             names: QueueNames::new(&self.config.name),
             plan: RetryPlan::exponential(
                 self.config.max_attempts,

@@ -16,7 +16,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, Bas
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use rempart::clock::Clock;
-use rempart::rng::SplitMix64;
+use rempart::rng::{Rng, SplitMix64};
 use tokio::task::JoinSet;
 
 use super::decision::{
@@ -53,6 +53,10 @@ pub struct WorkerSettings {
     pub prefetch: u16,
     /// The deadline on each broker operation.
     pub broker_timeout: Duration,
+    /// How long a delivery holds the right to replay its job: above the
+    /// replay's own deadline (the service's `timeout`), so only a worker
+    /// that died holds it that long, and its job waits at most that.
+    pub run_lease: Duration,
     /// Wall-clock time for result expiry (`UnixClock` in production).
     pub clock: Arc<dyn Clock>,
     /// Where completions, retries and dead letters are counted for
@@ -67,8 +71,9 @@ pub struct WorkerCounts {
     pub done: u64,
     /// Failed replays re-published to a delay queue.
     pub retried: u64,
-    /// Jobs re-published to wait because the service was not called
-    /// (breaker open, bulkhead full), their attempt not spent.
+    /// Jobs re-published to wait, their attempt not spent: the service was
+    /// not called (breaker open, bulkhead full), or another delivery of the
+    /// same job was running.
     pub waited: u64,
     /// Jobs dead-lettered after their last attempt.
     pub dead: u64,
@@ -290,7 +295,62 @@ async fn settle<R: Replayer, S: ResultStore>(
             }
         }
     }
-    let outcome = shared.replayer.replay(&job, attempt).await;
+    // Two deliveries of one job (a crash between re-publishing and acking
+    // leaves two) must not both call the upstream: the one that finds the
+    // run taken goes back to wait, its attempt unspent, and later finds the
+    // job done (a duplicate) or free (its holder died: the lease ran out).
+    let token = {
+        let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
+        format!("{}-{:016x}", std::process::id(), rng.next_u64())
+    };
+    let taken = shared
+        .store
+        .begin_run(job.id, &token, shared.settings.run_lease, now())
+        .await
+        .map_err(|e| e.to_string())?;
+    if !taken {
+        let plan = &shared.settings.plan;
+        if plan.max_attempts <= 1 {
+            return Err("another delivery of this job is running".into());
+        }
+        let delay = {
+            let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
+            plan.delay_after(attempt, &mut *rng)
+        };
+        let busy = "another delivery of this job was running";
+        let id = job.id.to_string();
+        shared
+            .publisher
+            .wait(
+                &delivery.data,
+                Some(&id),
+                attempt,
+                plan.max_attempts,
+                delay,
+                busy,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        shared.counts.waited.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    let ran = run(shared, &job, delivery, attempt).await;
+    if let Err(e) = shared.store.end_run(job.id, &token).await {
+        // Its lease runs out by itself.
+        tracing::warn!(job = %job.id, error = %e, "job run not given back");
+    }
+    ran
+}
+
+/// Replays `job` (this delivery holds its run), then makes its fate safe.
+async fn run<R: Replayer, S: ResultStore>(
+    shared: &Shared<R, S>,
+    job: &Job,
+    delivery: &Delivery,
+    attempt: u32,
+) -> Result<(), String> {
+    let now = || wall_time(&*shared.settings.clock);
+    let outcome = shared.replayer.replay(job, attempt).await;
     let decision = {
         let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
         decide(&shared.settings.plan, attempt, outcome, &mut *rng)
@@ -330,7 +390,7 @@ async fn settle<R: Replayer, S: ResultStore>(
                 .map_err(|e| e.to_string())?;
             shared.counts.retried.fetch_add(1, Ordering::Relaxed);
             shared.settings.metrics.retried.inc();
-            record(shared, &job, JobState::Retrying { attempt, error }).await;
+            record(shared, job, JobState::Retrying { attempt, error }).await;
         }
         Decision::Wait {
             delay,
@@ -344,7 +404,7 @@ async fn settle<R: Replayer, S: ResultStore>(
                 .await
                 .map_err(|e| e.to_string())?;
             shared.counts.waited.fetch_add(1, Ordering::Relaxed);
-            record(shared, &job, JobState::Retrying { attempt, error }).await;
+            record(shared, job, JobState::Retrying { attempt, error }).await;
         }
         Decision::DeadLetter { reason } | Decision::Poison { reason } => {
             shared
@@ -354,7 +414,7 @@ async fn settle<R: Replayer, S: ResultStore>(
                 .map_err(|e| e.to_string())?;
             shared.counts.dead.fetch_add(1, Ordering::Relaxed);
             shared.settings.metrics.dead_lettered.inc();
-            record(shared, &job, JobState::Dead { error: reason }).await;
+            record(shared, job, JobState::Dead { error: reason }).await;
         }
     }
     Ok(())
