@@ -1,9 +1,9 @@
 //! `rempart events serve`: central's sync API over HTTP (axum).
 //!
-//! - `POST /v1/batches`: a register's [`PushBatch`] (JSON) → [`Ack`]. Sending
+//! - `POST /v1/batches`: a register's [`PushBatch`] (JSON) → [`Ack`](rempart_events::sync::wire::Ack). Sending
 //!   the same batch again adds nothing.
 //! - `GET /v1/stores/{store}/events?after=N&limit=M`: shop `store`'s events
-//!   after central position N → [`PullPage`].
+//!   after central position N → [`PullPage`](rempart_events::sync::wire::PullPage).
 //! - `GET /health`: 200 once the store is open.
 //!
 //! Bodies are capped ([`MAX_BODY_BYTES`]: 413 past it); bad input gets a 4xx

@@ -51,7 +51,7 @@ pub struct RegistersDemoArgs {
     /// The seed of the partitions, baskets and parked tickets.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Keep central.sqlite and <register-id>.sqlite here (an empty or new
+    /// Keep central.sqlite and `<register-id>.sqlite` here (an empty or new
     /// directory); default: a temporary directory, removed at the end.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
