@@ -425,6 +425,29 @@ async fn worker() -> f64 {
     rate
 }
 
+/// `runs` measures of (p50, p99), as two lists.
+async fn latencies<F, Fut>(runs: usize, measure: F) -> (Vec<f64>, Vec<f64>)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (f64, f64)>,
+{
+    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (p50, p99) = measure().await;
+        p50s.push(p50);
+        p99s.push(p99);
+    }
+    (p50s, p99s)
+}
+
+fn report_latency(what: &str, p50s: &[f64], p99s: &[f64]) {
+    println!(
+        "{what}: p50 {:.2} ms (runs {p50s:.2?}), p99 {:.2} ms (runs {p99s:.2?})",
+        median(p50s.to_vec()),
+        median(p99s.to_vec())
+    );
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -473,32 +496,14 @@ fn main() {
                     "accept: 202s/s, {CLIENTS} clients: median {rate:.0} (runs {rates:.0?}), {:.2}x raw",
                     rate / median(raws)
                 );
-                println!(
-                    "accept at half that rate, open loop: p50 {:.2} ms (runs {p50s:.2?}), p99 {:.2} ms (runs {p99s:.2?})",
-                    median(p50s.clone()),
-                    median(p99s.clone())
-                );
-                let (mut r50, mut r99) = (Vec::new(), Vec::new());
-                for _ in 0..runs {
-                    let (p50, p99) = raw_latency(rate / 2.0).await;
-                    r50.push(p50);
-                    r99.push(p99);
-                }
-                println!(
-                    "raw confirmed publishes at that same rate, open loop: p50 {:.2} ms (runs {r50:.2?}), p99 {:.2} ms (runs {r99:.2?})",
-                    median(r50.clone()),
-                    median(r99.clone())
-                );
-                let (mut d50, mut d99) = (Vec::new(), Vec::new());
-                for _ in 0..runs {
-                    let (p50, p99) = defer_latency(rate / 2.0).await;
-                    d50.push(p50);
-                    d99.push(p99);
-                }
-                println!(
-                    "the queue side alone (ServiceQueue::defer, no HTTP, no worker) at that rate: p50 {:.2} ms (runs {d50:.2?}), p99 {:.2} ms (runs {d99:.2?})",
-                    median(d50.clone()),
-                    median(d99.clone())
+                report_latency("accept at half that rate, open loop", &p50s, &p99s);
+                let (r50, r99) = latencies(runs, || raw_latency(rate / 2.0)).await;
+                report_latency("raw confirmed publishes at that same rate, open loop", &r50, &r99);
+                let (d50, d99) = latencies(runs, || defer_latency(rate / 2.0)).await;
+                report_latency(
+                    "the queue side alone (ServiceQueue::defer, no HTTP, no worker) at that rate",
+                    &d50,
+                    &d99,
                 );
             }
         }
