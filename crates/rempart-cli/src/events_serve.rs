@@ -232,6 +232,7 @@ pub fn router(central: Arc<Central>) -> Router {
 /// `rempart events serve`: opens the store, listens, serves until Ctrl-C
 /// or SIGTERM. Returns the exit code.
 pub(crate) async fn serve(database: &str, listen: &str) -> u8 {
+    let stop = crate::stop::stop_signal();
     let addr: SocketAddr = match listen.parse() {
         Ok(a) => a,
         Err(e) => {
@@ -265,7 +266,7 @@ pub(crate) async fn serve(database: &str, listen: &str) -> u8 {
     };
     eprintln!("rempart events serve: central store {database}, listening on {addr}");
     let served = axum::serve(listener, router(central))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stop)
         .await;
     match served {
         Ok(()) => 0,
@@ -273,27 +274,6 @@ pub(crate) async fn serve(database: &str, listen: &str) -> u8 {
             eprintln!("error: serving on {addr}: {e}");
             EXIT_FAILURE
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }
 

@@ -26,6 +26,7 @@ mod registers_demo;
 mod request;
 mod saga;
 mod saga_demo;
+mod stop;
 mod worker;
 
 pub use events::EventsCommand;

@@ -156,6 +156,9 @@ fn check_prefix(prefix: &str) -> Result<(), Failure> {
 }
 
 async fn relay(args: RelayArgs) -> Result<(), Failure> {
+    // Listening before connecting: a SIGTERM during the start stops cleanly.
+    let stop = crate::stop::stop_signal();
+    let mut stop = std::pin::pin!(stop);
     check_prefix(&args.prefix)?;
     // Both URLs are checked before anything is reached: bad input is 64.
     if let Some(url) = &args.nats {
@@ -177,7 +180,11 @@ async fn relay(args: RelayArgs) -> Result<(), Failure> {
             )
         })?;
     }
-    let store = open(&args.database, args.connect_timeout).await?;
+    let Some(store) = unless_stopped(&mut stop, open(&args.database, args.connect_timeout)).await
+    else {
+        return Ok(());
+    };
+    let store = store?;
     let routing = Routing::prefixed(&args.prefix);
     let config = RelayConfig {
         poll_interval: args.poll,
@@ -187,26 +194,52 @@ async fn relay(args: RelayArgs) -> Result<(), Failure> {
     };
     let db = rempart_db::redact(&args.database);
     if let Some(url) = &args.nats {
-        let dest = NatsDestination::connect(url, routing, args.connect_timeout)
-            .await
-            .map_err(|e| (EXIT_FAILURE, e.to_string()))?;
+        let Some(dest) = unless_stopped(
+            &mut stop,
+            NatsDestination::connect(url, routing, args.connect_timeout),
+        )
+        .await
+        else {
+            return Ok(());
+        };
+        let dest = dest.map_err(|e| (EXIT_FAILURE, e.to_string()))?;
         eprintln!(
             "rempart outbox relay: {db} -> NATS {url}, subjects {}.<aggregate type>.<event type>",
             args.prefix
         );
-        serve(store, dest, config, args.retention).await
+        serve(store, dest, config, args.retention, stop.as_mut()).await
     } else {
         let url = args.amqp.as_deref().unwrap_or_default();
-        let dest = AmqpDestination::connect(url, &args.exchange, routing, args.connect_timeout)
-            .await
-            .map_err(|e| (EXIT_FAILURE, e.to_string()))?;
+        let Some(dest) = unless_stopped(
+            &mut stop,
+            AmqpDestination::connect(url, &args.exchange, routing, args.connect_timeout),
+        )
+        .await
+        else {
+            return Ok(());
+        };
+        let dest = dest.map_err(|e| (EXIT_FAILURE, e.to_string()))?;
         eprintln!(
             "rempart outbox relay: {db} -> RabbitMQ {}, exchange {}, routing keys {}.<aggregate type>.<event type>",
             rempart_db::redact(url),
             args.exchange,
             args.prefix
         );
-        serve(store, dest, config, args.retention).await
+        serve(store, dest, config, args.retention, stop.as_mut()).await
+    }
+}
+
+/// `work`'s output, or `None` when a stop request came first.
+async fn unless_stopped<T>(
+    stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        out = work => Some(out),
+        () = stop.as_mut() => {
+            eprintln!("rempart outbox relay: stopped before it started");
+            None
+        }
     }
 }
 
@@ -215,6 +248,7 @@ async fn serve<D: Destination>(
     dest: D,
     config: RelayConfig,
     retention: Duration,
+    stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), Failure> {
     let abort_after = std::env::var(ABORT_AFTER_PUBLISH_ENV)
         .ok()
@@ -222,7 +256,7 @@ async fn serve<D: Destination>(
     let relay = Relay::new(store.clone(), AbortAfter::new(dest, abort_after), config);
     let purge = (!retention.is_zero()).then(|| tokio::spawn(purge(store, retention)));
     eprintln!("rempart outbox relay: running; stop with Ctrl-C or SIGTERM");
-    let result = relay.run(stop_signal()).await;
+    let result = relay.run(stop).await;
     if let Some(p) = purge {
         p.abort();
     }
@@ -241,22 +275,6 @@ async fn purge(store: OutboxStore, retention: Duration) {
         }
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
-}
-
-/// SIGTERM or Ctrl-C.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The destination, and the crash tests' hook ([`ABORT_AFTER_PUBLISH_ENV`]).

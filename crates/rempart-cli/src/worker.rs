@@ -7,6 +7,7 @@ use std::path::Path;
 use rempart_gateway::config::GatewayConfig;
 use rempart_gateway::jobs_worker::{StandaloneWorkers, StartWorkersError};
 
+use crate::stop::stop_signal;
 use crate::{EXIT_FAILURE, EXIT_USAGE};
 
 /// Runs the workers of `file` until SIGTERM or Ctrl-C; returns the exit code.
@@ -67,33 +68,4 @@ pub(crate) fn run(file: &Path) -> u8 {
         eprintln!("rempart worker: stopped");
         0
     })
-}
-
-/// Completes on the first SIGTERM or Ctrl-C; its handlers are installed
-/// when it is called, not when first polled.
-#[cfg(unix)]
-fn stop_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    async move {
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn stop_signal() -> impl std::future::Future<Output = ()> {
-    async {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

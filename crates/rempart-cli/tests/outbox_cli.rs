@@ -2,6 +2,7 @@
 //! them: exit codes and messages, on real databases and brokers.
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use rempart_db::test_support::TestDb;
 use rempart_db::with_pool;
@@ -143,6 +144,39 @@ async fn an_unreachable_database_or_broker_exits_1_and_is_named() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(&names), "{args:?}: {}", stderr(&out));
     }
+}
+
+/// A broker that accepts the connection and never answers holds the relay in
+/// its start; a SIGTERM then stops it cleanly instead of killing it.
+#[tokio::test]
+async fn a_sigterm_during_the_start_stops_the_relay_with_exit_0() {
+    let t = outbox_db().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nats = format!("nats://{}", silent.local_addr().unwrap());
+    let mut relay = tokio::process::Command::new(BIN)
+        .args(["outbox", "relay", "--database", &t.url, "--nats", &nats])
+        .args(["--connect-timeout", "60s"])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Accepted: the relay is past its database and waits on the broker.
+    let (_held, _) = tokio::time::timeout(Duration::from_secs(30), silent.accept())
+        .await
+        .expect("the relay connects to the broker")
+        .unwrap();
+    let pid = relay.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), relay.wait_with_output())
+        .await
+        .expect("the relay stops on SIGTERM, not after its connect timeout")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stopped before it started"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test]

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::io::AsyncBufReadExt;
+
 use async_nats::jetstream;
 use rempart::rng::{Rng, SplitMix64};
 use rempart_db::test_support::TestDb;
@@ -254,7 +256,22 @@ async fn killed_again_and_again(backend: &str, default_kills: u32) {
         let committed = producer.await.unwrap();
 
         // The last relay drains what the killed ones left, then stops on SIGTERM.
-        let mut last = relay(&t.url, &prefix).spawn().unwrap();
+        let mut last = relay(&t.url, &prefix)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // SIGTERM only once it listens: before that, the default action kills it.
+        let mut lines = tokio::io::BufReader::new(last.stderr.take().unwrap()).lines();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains("running") {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the last relay starts");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let store = OutboxStore::new(t.db.clone());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while store.pending().await.unwrap() > 0 {
