@@ -24,6 +24,7 @@ use crate::classify::{Attempted, breaker_outcome, decide, failed_status, idempot
 use crate::config::ClientConfig;
 use crate::host::{self, HostPolicies};
 use crate::observe::{AttemptOutcome, AttemptReport, CallObserver};
+use crate::replay;
 
 /// A request extension naming the breaker (and retry, fallback and metrics)
 /// a request goes through, instead of its host:
@@ -261,6 +262,9 @@ impl Middleware for Resilience {
             && req.method() == http::Method::GET)
             .then(|| Arc::from(req.url().as_str()));
         let idempotent = idempotent(req.method());
+        // Outside the retry loop's future, which then stays small enough
+        // for the allocator's fast path when it is boxed.
+        let request = Mutex::new(Some(req));
         Box::pin(async move {
             let exts = Mutex::new(std::mem::take(extensions));
             // Boxed: the deadline's task-local scope would otherwise hold
@@ -268,7 +272,7 @@ impl Middleware for Resilience {
             let result = Deadline::after(host.timeout)
                 .scope(Box::pin(self.attempts(
                     &host,
-                    req,
+                    &request,
                     &exts,
                     next,
                     idempotent,
@@ -288,12 +292,11 @@ impl Middleware for Resilience {
 }
 
 impl Resilience {
-    /// The retry loop over attempts through the breaker. The operation owns
-    /// the request and keeps a copy of it for the next attempt.
+    /// The retry loop over attempts through the breaker.
     fn attempts<'a>(
         &'a self,
         host: &'a HostPolicies,
-        req: Request,
+        request: &'a Mutex<Option<Request>>,
         exts: &'a Mutex<Extensions>,
         next: Next<'a>,
         idempotent: bool,
@@ -303,17 +306,10 @@ impl Resilience {
         let policy = move |r: Result<&Response, &AttemptError>| -> Decision {
             decide(&config.rules, idempotent, attempted_of(config, r))
         };
-        let mut request = Some(req);
         let mut n: u32 = 0;
         host.retry.call_with(policy, move || {
             n += 1;
-            let req = request.take();
-            // A copy for the next attempt before this one consumes the
-            // request; the last attempt has no next one.
-            if n < host.max_attempts {
-                request = req.as_ref().and_then(Request::try_clone);
-            }
-            self.attempt(host, n, req, exts, next.clone(), cache_key)
+            self.attempt(host, n, request, exts, next.clone(), cache_key)
         })
     }
 
@@ -322,11 +318,21 @@ impl Resilience {
         &self,
         host: &HostPolicies,
         n: u32,
-        req: Option<Request>,
+        request: &Mutex<Option<Request>>,
         exts: &Mutex<Extensions>,
         next: Next<'_>,
         cache_key: Option<&Arc<str>>,
     ) -> Result<Response, AttemptError> {
+        let req = {
+            let mut slot = request.lock().unwrap_or_else(|p| p.into_inner());
+            let req = slot.take();
+            // A copy for the next attempt before this one consumes the
+            // request; the last attempt has no next one.
+            if n < host.max_attempts {
+                *slot = req.as_ref().and_then(replay::copy_for_retry);
+            }
+            req
+        };
         // `ok_or` takes the whole `Option`: a pattern would move out of it in
         // place, and the future would keep room for it across the await.
         let req = req.ok_or(AttemptError::NotReplayable)?;
