@@ -128,15 +128,13 @@ pub fn kind_of(err: &reqwest::Error) -> Option<ErrorKind> {
 /// Whether `method` may be sent twice with the effect of once (RFC 9110).
 pub(crate) fn idempotent(method: &http::Method) -> bool {
     use http::Method;
-    [
-        Method::GET,
-        Method::HEAD,
-        Method::PUT,
-        Method::DELETE,
-        Method::OPTIONS,
-        Method::TRACE,
-    ]
-    .contains(method)
+    // Compared one by one: a list of methods would be built and dropped per call.
+    *method == Method::GET
+        || *method == Method::HEAD
+        || *method == Method::PUT
+        || *method == Method::DELETE
+        || *method == Method::OPTIONS
+        || *method == Method::TRACE
 }
 
 /// What one attempt came to, as the rules read it.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use rempart::CircuitBreaker;
 use rempart::clock::TokioClock;
 use rempart::fallback::FallbackChain;
@@ -25,6 +26,11 @@ pub(crate) struct HostPolicies {
     pub(crate) retry: Retry,
     pub(crate) fallback: Option<FallbackChain<Stored, Failure>>,
     pub(crate) attempt_timeout: Duration,
+    /// `x-request-timeout-ms` for a whole `attempt_timeout`, the usual
+    /// case, made once rather than formatted and allocated per attempt.
+    pub(crate) attempt_header: HeaderValue,
+    /// At most this many attempts per call (the last keeps no copy of the request).
+    pub(crate) max_attempts: u32,
     pub(crate) timeout: Duration,
 }
 
@@ -58,13 +64,14 @@ pub(crate) fn build(
     }
     let backoff = Backoff::exponential(retry.initial_delay, retry.multiplier, retry.max_delay)
         .unwrap_or_else(|_| Backoff::constant(retry.initial_delay));
+    let max_attempts = if retry.enabled {
+        retry.max_retries.saturating_add(1)
+    } else {
+        1
+    };
     let mut builder = Retry::builder()
         .name(key)
-        .max_attempts(if retry.enabled {
-            retry.max_retries.saturating_add(1)
-        } else {
-            1
-        })
+        .max_attempts(max_attempts)
         .backoff(backoff)
         .jitter(if retry.jitter {
             Jitter::Proportional(SEED_JITTER)
@@ -92,6 +99,10 @@ pub(crate) fn build(
         retry: retry_loop,
         fallback: answer::chain(key, &config.fallback, cache),
         attempt_timeout: retry.attempt_timeout,
+        attempt_header: HeaderValue::from(
+            u64::try_from(retry.attempt_timeout.as_millis()).unwrap_or(u64::MAX),
+        ),
+        max_attempts,
         timeout: retry.timeout,
     }
 }

@@ -38,6 +38,7 @@ pub mod config;
 mod host;
 mod middleware;
 mod observe;
+mod replay;
 mod resolve;
 
 use std::path::Path;

@@ -3,7 +3,8 @@
 //! failed call goes to the fallback chain.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +24,7 @@ use crate::classify::{Attempted, breaker_outcome, decide, failed_status, idempot
 use crate::config::ClientConfig;
 use crate::host::{self, HostPolicies};
 use crate::observe::{AttemptOutcome, AttemptReport, CallObserver};
+use crate::replay;
 
 /// A request extension naming the breaker (and retry, fallback and metrics)
 /// a request goes through, instead of its host:
@@ -109,7 +111,9 @@ pub struct Resilience {
 
 struct Shared {
     config: ClientConfig,
-    hosts: DashMap<String, Arc<HostPolicies>>,
+    /// Looked up on every call: foldhash rather than SipHash (a key is a
+    /// host the caller chose, and the hasher is still seeded).
+    hosts: DashMap<String, Arc<HostPolicies>, foldhash::fast::RandomState>,
     cache: Option<AnswerCache>,
     observer: Option<Arc<dyn CallObserver>>,
     breakers: BreakerCollector,
@@ -142,7 +146,7 @@ impl Resilience {
             shared: Arc::new(Shared {
                 cache: answer::answer_cache(&config.fallback),
                 config,
-                hosts: DashMap::new(),
+                hosts: DashMap::default(),
                 observer,
                 breakers: BreakerCollector::new(),
                 retries: RetryCollector::new(),
@@ -231,14 +235,22 @@ fn transport(e: reqwest_middleware::Error) -> AttemptError {
     AttemptError::Transport(e, attempted)
 }
 
-#[async_trait::async_trait]
+// Written out rather than through `#[async_trait]` (the trait's own
+// signature): the host, the fallback's URL and the retry loop are set up
+// before the future is made, so the request is not carried in it twice.
 impl Middleware for Resilience {
-    async fn handle(
-        &self,
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
         req: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> Pin<Box<dyn Future<Output = reqwest_middleware::Result<Response>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
         let host = match extensions.get::<BreakerKey>() {
             Some(k) => self.host(&k.0),
             None => self.host(host::key_of(req.url())),
@@ -250,63 +262,55 @@ impl Middleware for Resilience {
             && req.method() == http::Method::GET)
             .then(|| Arc::from(req.url().as_str()));
         let idempotent = idempotent(req.method());
-        // Boxed: the retry loop's future is several kilobytes, and every
-        // layer above (the deadline's scope, async-trait's box) would move it.
-        let result = Deadline::after(host.timeout)
-            .scope(Box::pin(self.attempts(
-                &host,
-                req,
-                extensions,
-                next,
-                idempotent,
-                cache_key.as_ref(),
-            )))
-            .await;
-        self.finish(&host, result, cache_key, url.as_ref()).await
+        // Outside the retry loop's future, which then stays small enough
+        // for the allocator's fast path when it is boxed.
+        let request = Mutex::new(Some(req));
+        Box::pin(async move {
+            let exts = Mutex::new(std::mem::take(extensions));
+            // Boxed: the deadline's task-local scope would otherwise hold
+            // the retry loop twice (its argument and its scope).
+            let result = Deadline::after(host.timeout)
+                .scope(Box::pin(self.attempts(
+                    &host,
+                    &request,
+                    &exts,
+                    next,
+                    idempotent,
+                    cache_key.as_ref(),
+                )))
+                .await;
+            *extensions = exts.into_inner().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(resp) if !failed_status(&self.shared.config.rules, resp.status().as_u16()) => {
+                    Ok(resp)
+                }
+                // Boxed: only a failed call pays for the fallback's future.
+                result => Box::pin(self.finish(&host, result, cache_key, url.as_ref())).await,
+            }
+        })
     }
 }
 
 impl Resilience {
     /// The retry loop over attempts through the breaker.
-    async fn attempts(
-        &self,
-        host: &HostPolicies,
-        req: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
+    fn attempts<'a>(
+        &'a self,
+        host: &'a HostPolicies,
+        request: &'a Mutex<Option<Request>>,
+        exts: &'a Mutex<Extensions>,
+        next: Next<'a>,
         idempotent: bool,
-        cache_key: Option<&Arc<str>>,
-    ) -> Result<Response, RetryError<AttemptError>> {
+        cache_key: Option<&'a Arc<str>>,
+    ) -> impl Future<Output = Result<Response, RetryError<AttemptError>>> + Send + 'a {
         let config = &self.shared.config;
-        let request = Mutex::new(Some(req));
-        let exts = Mutex::new(std::mem::take(extensions));
-        let attempt_no = AtomicU32::new(0);
-        let policy = |r: Result<&Response, &AttemptError>| -> Decision {
+        let policy = move |r: Result<&Response, &AttemptError>| -> Decision {
             decide(&config.rules, idempotent, attempted_of(config, r))
         };
-        let result = host
-            .retry
-            .call_with(policy, || {
-                let n = attempt_no.fetch_add(1, Ordering::Relaxed) + 1;
-                let next = next.clone();
-                let (request, exts) = (&request, &exts);
-                async move {
-                    // Keep a copy for the next attempt before this one consumes the request.
-                    let req = {
-                        let mut slot = request.lock().unwrap_or_else(|p| p.into_inner());
-                        let req = slot.take();
-                        *slot = req.as_ref().and_then(Request::try_clone);
-                        req
-                    };
-                    let Some(req) = req else {
-                        return Err(AttemptError::NotReplayable);
-                    };
-                    self.attempt(host, n, req, exts, next, cache_key).await
-                }
-            })
-            .await;
-        *extensions = exts.into_inner().unwrap_or_else(|p| p.into_inner());
-        result
+        let mut n: u32 = 0;
+        host.retry.call_with(policy, move || {
+            n += 1;
+            self.attempt(host, n, request, exts, next.clone(), cache_key)
+        })
     }
 
     /// One attempt: through the breaker, within its time, recorded.
@@ -314,20 +318,30 @@ impl Resilience {
         &self,
         host: &HostPolicies,
         n: u32,
-        mut req: Request,
+        request: &Mutex<Option<Request>>,
         exts: &Mutex<Extensions>,
         next: Next<'_>,
         cache_key: Option<&Arc<str>>,
     ) -> Result<Response, AttemptError> {
+        let req = {
+            let mut slot = request.lock().unwrap_or_else(|p| p.into_inner());
+            let req = slot.take();
+            // A copy for the next attempt before this one consumes the
+            // request; the last attempt has no next one.
+            if n < host.max_attempts {
+                *slot = req.as_ref().and_then(replay::copy_for_retry);
+            }
+            req
+        };
+        // `ok_or` takes the whole `Option`: a pattern would move out of it in
+        // place, and the future would keep room for it across the await.
+        let req = req.ok_or(AttemptError::NotReplayable)?;
         let config = &self.shared.config;
         let started = tokio::time::Instant::now();
         let limit = match Deadline::current() {
             Some(d) => host.attempt_timeout.min(d.remaining()),
             None => host.attempt_timeout,
         };
-        let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-        req.headers_mut()
-            .insert(deadline::HEADER, HeaderValue::from(ms));
         let permit = match host.breaker.try_acquire() {
             Ok(p) => p,
             Err(_) => {
@@ -341,8 +355,21 @@ impl Resilience {
             }
         };
         let mut ext = std::mem::take(&mut *exts.lock().unwrap_or_else(|p| p.into_inner()));
-        let sent = tokio::time::timeout(limit, async {
-            let resp = next.run(req, &mut ext).await?;
+        // In its own block, so that this future does not keep room for the
+        // request once `next` has taken it.
+        let sending = {
+            let mut req = req;
+            // The attempt's own limit is the usual one: its header is made once.
+            let value = if limit == host.attempt_timeout {
+                host.attempt_header.clone()
+            } else {
+                HeaderValue::from(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX))
+            };
+            req.headers_mut().insert(deadline::HEADER, value);
+            next.run(req, &mut ext)
+        };
+        let work = async {
+            let resp = sending.await?;
             match (&self.shared.cache, cache_key) {
                 // Boxed: reading and storing the body makes a large future,
                 // which every call without a cache would otherwise move around.
@@ -356,7 +383,12 @@ impl Resilience {
                 }
                 _ => Ok(resp),
             }
-        })
+        };
+        // Timed from `started`, as the limit was (one clock read less).
+        let sent = match started.checked_add(limit) {
+            Some(until) => tokio::time::timeout_at(until, work),
+            None => tokio::time::timeout(limit, work),
+        }
         .await;
         *exts.lock().unwrap_or_else(|p| p.into_inner()) = ext;
         let result = match sent {
