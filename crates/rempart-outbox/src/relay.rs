@@ -65,8 +65,9 @@ pub struct RelayConfig {
     /// while it claims and commits). Each is a relay of its own on the
     /// table (its own transaction and `SKIP LOCKED` heads, so an aggregate
     /// is in one cycle at a time) and holds a pooled connection for its
-    /// cycle. Default 4: past 3–4 the database, not the wait, is the limit.
-    /// SQLite runs one (its lease).
+    /// cycle. Default 4: faster than 1 or 2 in the bench (BENCHMARKS.md),
+    /// and half the default pool of 8 is left to the application. SQLite
+    /// runs one (its lease).
     pub pipelines: u32,
 }
 
