@@ -6,13 +6,16 @@
 //! `RUNS` runs (default 5).
 //!
 //! 1. `relay`: 20,000 pending rows (one per order) drained to JetStream by
-//!    one relay, in msg/s; beside it, in the same run, the raw async-nats
-//!    JetStream publish rate with async acks (up to 1,024 in flight), the
-//!    limit here.
-//! 2. `lag`: orders committed at a fixed 5,000/s (16 writers, one order and
-//!    its `OrderCreated` per transaction) for 10 s while one relay runs;
-//!    lag = broker ack time − the row's `created_at` (its transaction's
-//!    start, a millisecond or so before its commit), p50/p99/max.
+//!    one relay (`Relay::drain`), once per `PIPELINES` setting (cycles in
+//!    flight; default `1,4`), in msg/s; beside them, in the same run and
+//!    in rotating order, the raw async-nats JetStream publish rate with
+//!    async acks (up to 1,024 in flight), the limit here.
+//! 2. `lag`: orders committed at a fixed 5,000/s (`WRITERS` writers, default
+//!    32, on a pool of their own, one order and its `OrderCreated` per
+//!    transaction) for 10 s while one relay runs with the last `PIPELINES`
+//!    setting; lag = broker ack time − the row's `created_at` (its
+//!    transaction's start, a millisecond or so before its commit),
+//!    p50/p99/max; the offered rate actually reached is printed beside it.
 //! 3. `enqueue`: a business transaction (an order and 3 items, 4 inserts)
 //!    with and without `Outbox::enqueue`, one connection, median latency.
 //!
@@ -29,7 +32,7 @@ use async_nats::jetstream;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use rempart_db::test_support::TestDb;
-use rempart_db::{Db, Pool, with_pool};
+use rempart_db::{Db, OpenOptions, Pool, with_pool};
 use rempart_outbox::{
     Destination, Envelope, Message, NatsDestination, OUTBOX_SCHEMA, Outbox, OutboxStore,
     PublishError, Relay, RelayConfig, Routing,
@@ -38,11 +41,23 @@ use rempart_outbox::{
 const NATS: &str = "nats://127.0.0.1:4222";
 const ROWS: usize = 20_000;
 
-fn runs() -> usize {
-    std::env::var("RUNS")
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(default)
+}
+
+fn runs() -> usize {
+    usize::try_from(env_or("RUNS", 5)).unwrap()
+}
+
+/// `PIPELINES=1,4`: the relay's settings to compare (the last one is the lag's).
+fn pipelines() -> Vec<u32> {
+    let v = std::env::var("PIPELINES").unwrap_or_else(|_| "1,4".into());
+    v.split(',')
+        .map(|p| p.trim().parse().expect("PIPELINES: numbers, e.g. 1,4"))
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -134,44 +149,52 @@ async fn relay_rate(client: &async_nats::Client, prefix: &str, config: &RelayCon
     );
     let relay = Relay::new(store.clone(), dest, config.clone());
     let started = Instant::now();
-    let mut published = 0;
-    loop {
-        let r = relay.run_once().await.unwrap();
-        published += r.published;
-        if r.claimed == 0 {
-            break;
-        }
-    }
+    let published = relay.drain().await.unwrap();
     let rate = published as f64 / started.elapsed().as_secs_f64();
     assert_eq!(published, ROWS, "every row published");
     rate
 }
 
-async fn relay_bench(config: &RelayConfig) {
+/// The relay at each of `pipelines` (cycles in flight), beside the raw
+/// rate; the order rotates from run to run so drift in the machine's load
+/// hits each alike.
+async fn relay_bench(config: &RelayConfig, pipelines: &[u32]) {
     let client = async_nats::connect(NATS).await.unwrap();
     let js = jetstream::new(client.clone());
-    let (mut relay, mut raw) = (Vec::new(), Vec::new());
+    let mut relay = vec![Vec::new(); pipelines.len()];
+    let mut raw = Vec::new();
     for i in 0..runs() {
         let prefix = format!("b{}", uuid::Uuid::new_v4().simple());
         stream(&js, &prefix).await;
-        // Alternated, so drift in the machine's load hits both alike.
-        let (r, w) = if i % 2 == 0 {
-            let w = raw_publish_rate(&js, &prefix).await;
-            (relay_rate(&client, &prefix, config).await, w)
-        } else {
-            let r = relay_rate(&client, &prefix, config).await;
-            (r, raw_publish_rate(&js, &prefix).await)
-        };
-        println!("  run {i}: relay {r:.0} msg/s, raw JetStream {w:.0} msg/s");
-        relay.push(r);
-        raw.push(w);
+        let slots = pipelines.len() + 1;
+        let mut line = format!("  run {i}:");
+        for k in 0..slots {
+            let slot = (k + i) % slots;
+            if slot == pipelines.len() {
+                let w = raw_publish_rate(&js, &prefix).await;
+                line += &format!(" raw JetStream {w:.0} msg/s;");
+                raw.push(w);
+            } else {
+                let c = RelayConfig {
+                    pipelines: pipelines[slot],
+                    ..config.clone()
+                };
+                let r = relay_rate(&client, &prefix, &c).await;
+                line += &format!(" relay x{} {r:.0} msg/s;", pipelines[slot]);
+                relay[slot].push(r);
+            }
+        }
+        println!("{line}");
         js.delete_stream(prefix.to_uppercase()).await.unwrap();
     }
-    let (r, w) = (median(relay), median(raw));
-    println!(
-        "RELAY median {r:.0} msg/s, raw JetStream publish median {w:.0} msg/s, ratio {:.2}",
-        r / w
-    );
+    let w = median(raw);
+    for (p, rates) in pipelines.iter().zip(relay) {
+        let r = median(rates);
+        println!(
+            "RELAY pipelines {p}: median {r:.0} msg/s, raw JetStream publish median {w:.0} msg/s, ratio {:.2}",
+            r / w
+        );
+    }
 }
 
 /// Records each message's lag (ack time − `created_at`) after the publish.
@@ -207,8 +230,8 @@ impl<D: Destination> Destination for Timed<D> {
 
 async fn lag_bench(config: &RelayConfig) {
     const RATE: u64 = 5_000;
-    const WRITERS: u64 = 16;
     const SECONDS: u64 = 10;
+    let writers = env_or("WRITERS", 32);
     let client = async_nats::connect(NATS).await.unwrap();
     let js = jetstream::new(client.clone());
     let (mut p99s, mut offered) = (Vec::new(), Vec::new());
@@ -216,6 +239,13 @@ async fn lag_bench(config: &RelayConfig) {
         let prefix = format!("l{}", uuid::Uuid::new_v4().simple());
         stream(&js, &prefix).await;
         let (t, store) = pg().await;
+        // The writers' own pool, a connection each: on the relay's pool
+        // (8) they queued for connections, not for the database.
+        let opts = OpenOptions {
+            max_connections: u32::try_from(writers).unwrap(),
+            ..OpenOptions::default()
+        };
+        let writer_db = Db::open_with(&t.url, &opts).await.unwrap();
         let lags = Arc::new(Mutex::new(Vec::new()));
         let dest = Timed {
             inner: NatsDestination::new(
@@ -238,11 +268,11 @@ async fn lag_bench(config: &RelayConfig) {
             })
         };
         let started = Instant::now();
-        let writers: Vec<_> = (0..WRITERS)
+        let tasks: Vec<_> = (0..writers)
             .map(|w| {
-                let db = t.db.clone();
+                let db = writer_db.clone();
                 tokio::spawn(async move {
-                    let every = Duration::from_nanos(1_000_000_000 * WRITERS / RATE);
+                    let every = Duration::from_nanos(1_000_000_000 * writers / RATE);
                     let mut tick = tokio::time::interval(every);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                     let mut n = 0u64;
@@ -268,7 +298,7 @@ async fn lag_bench(config: &RelayConfig) {
             })
             .collect();
         let mut committed = 0;
-        for w in writers {
+        for w in tasks {
             committed += w.await.unwrap();
         }
         let offered_rate = committed as f64 / started.elapsed().as_secs_f64();
@@ -277,11 +307,13 @@ async fn lag_bench(config: &RelayConfig) {
         }
         let _ = stop.send(());
         running.await.unwrap().unwrap();
+        writer_db.close().await;
         let mut l = lags.lock().unwrap().clone();
         l.sort_by(|a, b| a.total_cmp(b));
         let (p50, p99, max) = (percentile(&l, 0.5), percentile(&l, 0.99), l[l.len() - 1]);
         println!(
-            "  run {i}: offered {offered_rate:.0} orders/s ({committed} committed), lag p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+            "  run {i}: {writers} writers, relay pipelines {}, offered {offered_rate:.0} orders/s ({committed} committed), lag p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
+            config.pipelines
         );
         p99s.push(p99);
         offered.push(offered_rate);
@@ -368,13 +400,15 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let pipelines = pipelines();
     let config = RelayConfig {
         aggregates_per_claim: 1024,
+        pipelines: *pipelines.last().expect("PIPELINES names one at least"),
         ..RelayConfig::default()
     };
     rt.block_on(async {
         if on("relay") {
-            relay_bench(&config).await;
+            relay_bench(&config, &pipelines).await;
         }
         if on("lag") {
             lag_bench(&config).await;

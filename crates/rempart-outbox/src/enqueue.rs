@@ -60,16 +60,11 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 }
 
-// The next number of an aggregate: the upsert's row lock is held to commit,
-// so a second writer of the same aggregate waits for the first and numbers
-// after it (seq order is commit order), and a rollback undoes the bump (no gap).
-const NEXT_SEQ: &str =
-    "INSERT INTO outbox_sequences (aggregate_type, aggregate_id, last_seq) VALUES ($1, $2, 1)
-ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_seq = outbox_sequences.last_seq + 1
-RETURNING last_seq";
-
-// PostgreSQL: the same two writes in one statement (one round trip, not
-// two); SQLite has no data-modifying CTE, and no network to save.
+// The next number of an aggregate, with the insert, in one statement (one
+// round trip). The counter row's write is held to commit, so a second writer
+// of the same aggregate waits for the first and numbers after it (seq order
+// is commit order), and a rollback undoes the bump (no gap). PostgreSQL: a
+// data-modifying CTE upserts the counter (its row lock serialises writers).
 const ENQUEUE_PG: &str = "WITH s AS (
   INSERT INTO outbox_sequences (aggregate_type, aggregate_id, last_seq) VALUES ($2, $3, 1)
   ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_seq = outbox_sequences.last_seq + 1
@@ -78,9 +73,16 @@ INSERT INTO outbox (id, aggregate_type, aggregate_id, seq, event_type, payload, 
 SELECT $1, $2, $3, s.last_seq, $4, $5, $6 FROM s
 RETURNING seq";
 
-const INSERT: &str =
+// SQLite has no data-modifying CTE: the insert reads the counter and the
+// `outbox_sequence` trigger (migration 2) moves it. The statement holds the
+// database's write lock from its start, so no other writer reads the counter
+// between the two; it stays held to commit.
+const ENQUEUE_SQLITE: &str =
     "INSERT INTO outbox (id, aggregate_type, aggregate_id, seq, event_type, payload, headers)
-VALUES ($1, $2, $3, $4, $5, $6, $7)";
+VALUES ($1, $2, $3,
+  COALESCE((SELECT last_seq FROM outbox_sequences WHERE aggregate_type = $2 AND aggregate_id = $3), 0) + 1,
+  $4, $5, $6)
+RETURNING seq";
 
 const RECORD: &str = "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT (consumer, message_id) DO NOTHING";
 
@@ -98,8 +100,8 @@ VALUES ($1, $2, $3, $4)
 ON CONFLICT (consumer, aggregate_type, aggregate_id) DO UPDATE SET last_seq = excluded.last_seq";
 
 macro_rules! enqueue_in {
-    (one_statement, $tx:ident, $m:ident) => {
-        sqlx::query_scalar(ENQUEUE_PG)
+    ($sql:ident, $tx:ident, $m:ident) => {
+        sqlx::query_scalar($sql)
             .bind($m.id)
             .bind(&$m.aggregate_type)
             .bind(&$m.aggregate_id)
@@ -109,24 +111,6 @@ macro_rules! enqueue_in {
             .fetch_one(&mut **$tx)
             .await
     };
-    (two_statements, $tx:ident, $m:ident) => {{
-        let seq: i64 = sqlx::query_scalar(NEXT_SEQ)
-            .bind(&$m.aggregate_type)
-            .bind(&$m.aggregate_id)
-            .fetch_one(&mut **$tx)
-            .await?;
-        sqlx::query(INSERT)
-            .bind($m.id)
-            .bind(&$m.aggregate_type)
-            .bind(&$m.aggregate_id)
-            .bind(seq)
-            .bind(&$m.event_type)
-            .bind(Json(&$m.payload))
-            .bind(Json(&$m.headers))
-            .execute(&mut **$tx)
-            .await?;
-        Ok(seq)
-    }};
 }
 
 macro_rules! backend {
@@ -186,8 +170,8 @@ macro_rules! backend {
     };
 }
 
-backend!(Postgres, one_statement);
-backend!(Sqlite, two_statements);
+backend!(Postgres, ENQUEUE_PG);
+backend!(Sqlite, ENQUEUE_SQLITE);
 
 /// The producer side: messages written in the same transaction as the
 /// business change, so both commit or neither does.

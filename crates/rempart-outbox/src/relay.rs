@@ -6,10 +6,15 @@
 //! open, and the outcomes are written and committed in it. Several relays
 //! share the table; a relay that dies mid-cycle leaves nothing behind (its
 //! transaction rolls back, its locks go) and the rows are published again,
-//! with the same message id. On SQLite a writer transaction would block the
-//! application's writers during the publishes, so a single relay holds a
-//! lease row instead, reads without a lock, and writes the outcomes in a
-//! short transaction checked against its fencing token.
+//! with the same message id. One relay runs several cycles at once
+//! ([`RelayConfig::pipelines`]): each is such a transaction, so they exclude
+//! each other per aggregate exactly as separate relays do, and one's claim
+//! and commit overlap the others' publishes.
+//!
+//! On SQLite a writer transaction would block the application's writers
+//! during the publishes, so a single relay holds a lease row instead, reads
+//! without a lock, and writes the outcomes in a short transaction checked
+//! against its fencing token; it runs one cycle at a time.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -22,6 +27,7 @@ use rempart::retry::Backoff;
 use rempart::rng::SplitMix64;
 use rempart_db::{DbError, Pool};
 use sqlx::Connection;
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use crate::decision::{
@@ -54,6 +60,15 @@ pub struct RelayConfig {
     pub backoff: Backoff,
     /// SQLite: how long the relay lease lasts without renewal.
     pub lease: Duration,
+    /// PostgreSQL: cycles in flight at once, so one cycle's claim and marks
+    /// overlap others' publishes (a cycle alone leaves the broker idle
+    /// while it claims and commits). Each is a relay of its own on the
+    /// table (its own transaction and `SKIP LOCKED` heads, so an aggregate
+    /// is in one cycle at a time) and holds a pooled connection for its
+    /// cycle. Default 4: faster than 1 or 2 in the bench (BENCHMARKS.md),
+    /// and half the default pool of 8 is left to the application. SQLite
+    /// runs one (its lease).
+    pub pipelines: u32,
 }
 
 impl Default for RelayConfig {
@@ -71,6 +86,7 @@ impl Default for RelayConfig {
                 max: Duration::from_secs(5),
             },
             lease: Duration::from_secs(15),
+            pipelines: 4,
         }
     }
 }
@@ -296,17 +312,69 @@ impl<D: Destination> Relay<D> {
         out
     }
 
-    /// Runs cycles until `shutdown` completes: after a full batch at once,
-    /// otherwise at a notification of a commit (PostgreSQL) or the poll
-    /// interval; after failures (database or broker), with backoff.
+    /// Cycles in flight at once: 1 on SQLite (one lease holder), else
+    /// [`RelayConfig::pipelines`].
+    fn pipelines(&self) -> usize {
+        match self.store.db().pool() {
+            Pool::Sqlite(_) => 1,
+            Pool::Postgres(_) => self.config.pipelines.max(1) as usize,
+        }
+    }
+
+    /// Runs cycles until none claims a row (nothing due, or the breaker
+    /// open), with [`RelayConfig::pipelines`] cycles in flight; returns how
+    /// many rows were published. For a backlog, a test, a bench.
+    pub async fn drain(&self) -> Result<usize, RelayError> {
+        let pipelines = (0..self.pipelines()).map(|_| async {
+            let mut published = 0;
+            loop {
+                let r = self.run_once().await?;
+                published += r.published;
+                // Empty: the rest is held by the other pipelines, which
+                // claim again after their cycle; the last one to stop saw none.
+                if r.claimed == 0 {
+                    return Ok::<_, RelayError>(published);
+                }
+            }
+        });
+        join_all(pipelines).await.into_iter().sum()
+    }
+
+    /// Runs cycles until `shutdown` completes: [`RelayConfig::pipelines`]
+    /// loops, each starting its next cycle after a full batch at once,
+    /// otherwise at a notification of a commit (PostgreSQL; one listener
+    /// for all) or the poll interval; after failures (database or broker),
+    /// with backoff. At `shutdown` each finishes its cycle and stops.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
+        let (stop, stopped) = watch::channel(false);
+        let wake = Notify::new();
+        let listener = self.listen().await;
+        let pipelines =
+            (0..self.pipelines()).map(|i| self.pipeline(i == 0, stopped.clone(), &wake));
+        let mut work = std::pin::pin!(join_all(pipelines));
+        let mut notifications = std::pin::pin!(self.forward_notifications(listener, &wake));
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut listener = self.listen().await;
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                _ = &mut work => return Ok(()),
+                _ = &mut shutdown, if !stopping => {
+                    stopping = true;
+                    stop.send_replace(true);
+                }
+                () = &mut notifications => {}
+            }
+        }
+    }
+
+    /// One loop of cycles; `refreshes` makes it the one that refreshes the
+    /// backlog gauges.
+    async fn pipeline(&self, refreshes: bool, mut stopped: watch::Receiver<bool>, wake: &Notify) {
         let mut failures: u32 = 0;
         let mut refreshed_at: u64 = 0;
-        loop {
+        while !*stopped.borrow() {
             let now = self.now_ms();
-            if now.saturating_sub(refreshed_at) >= 1000 {
+            if refreshes && now.saturating_sub(refreshed_at) >= 1000 {
                 refreshed_at = now;
                 if let Err(e) = self.refresh_backlog().await {
                     tracing::debug!(error = %e, "outbox relay: backlog not read");
@@ -336,15 +404,37 @@ impl<D: Destination> Relay<D> {
             if wait.is_zero() {
                 continue;
             }
-            let sleep = tokio::time::sleep(wait);
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    _ = &mut sleep => break,
-                    woke = next_notification(&mut listener), if failures == 0 => {
-                        if woke { break; }
-                    }
+            tokio::select! {
+                _ = stopped.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = wake.notified(), if failures == 0 => {}
+            }
+        }
+    }
+
+    /// Passes this schema's notifications to one waiting pipeline each, or,
+    /// when all are in a cycle, to the next to finish (one permit): so a
+    /// commit notified after a claim began is always followed by another
+    /// claim, without waking every pipeline for one row. Never completes
+    /// (without a listener it waits for ever).
+    async fn forward_notifications(
+        &self,
+        listener: Option<(sqlx::postgres::PgListener, String)>,
+        wake: &Notify,
+    ) {
+        let Some((mut l, schema)) = listener else {
+            return std::future::pending().await;
+        };
+        loop {
+            match l.recv().await {
+                Ok(n) if n.payload() == schema.as_str() => {
+                    wake.notify_one();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // The listener reconnects on its next call; until then the poll covers.
+                    tracing::debug!(error = %e, "outbox relay: notification stream broke");
+                    tokio::time::sleep(self.config.poll_interval).await;
                 }
             }
         }
@@ -374,22 +464,6 @@ impl<D: Destination> Relay<D> {
                 None
             }
         }
-    }
-}
-
-/// Waits for the next notification: `true` for this schema's outbox.
-/// Without a listener (SQLite, or LISTEN failed) it never completes.
-async fn next_notification(listener: &mut Option<(sqlx::postgres::PgListener, String)>) -> bool {
-    match listener {
-        None => std::future::pending().await,
-        Some((l, schema)) => match l.recv().await {
-            Ok(n) => n.payload() == schema.as_str(),
-            Err(e) => {
-                // The listener reconnects on its next call; until then the poll covers.
-                tracing::debug!(error = %e, "outbox relay: notification stream broke");
-                std::future::pending().await
-            }
-        },
     }
 }
 

@@ -9,6 +9,8 @@
 //!   so `seq` order is commit order and has no gaps (a rollback undoes its bump);
 //! - `state` (`pending`, `published`, `dead`), `attempts`, `next_attempt_at`
 //!   (ms since the Unix epoch) and `last_error`, for retries and dead letters;
+//!   (SQLite: version 2's trigger moves the counter, so `enqueue` is one
+//!   statement there too);
 //! - `outbox_relay_lease`: the one relay allowed to run on SQLite;
 //! - `outbox_pending_age`, so a claim reads the oldest pending rows first
 //!   and stops at its limit instead of sorting the whole backlog;
@@ -84,13 +86,14 @@ CREATE TABLE inbox (
 /// The outbox schema, as a [`Component`] for [`rempart_db::Db::migrate`].
 pub const OUTBOX_SCHEMA: Component = Component {
     name: "outbox",
-    migrations: &[Migration {
-        version: 1,
-        name: "outbox, sequences and relay lease",
-        sqlite: outbox_tables!("BLOB", "TEXT", "TIMESTAMP", "CURRENT_TIMESTAMP"),
-        postgres: concat!(
-            outbox_tables!("UUID", "JSONB", "TIMESTAMPTZ", "NOW()"),
-            "
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "outbox, sequences and relay lease",
+            sqlite: outbox_tables!("BLOB", "TEXT", "TIMESTAMP", "CURRENT_TIMESTAMP"),
+            postgres: concat!(
+                outbox_tables!("UUID", "JSONB", "TIMESTAMPTZ", "NOW()"),
+                "
 CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pg_notify('rempart_outbox', TG_TABLE_SCHEMA);
@@ -99,9 +102,29 @@ END $$;
 CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
   FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
 "
-        ),
-    }],
+            ),
+        },
+        Migration {
+            version: 2,
+            name: "outbox counter moved by the insert (SQLite)",
+            sqlite: OUTBOX_SEQUENCE_TRIGGER,
+            // PostgreSQL's enqueue moves the counter in its own statement (a CTE).
+            postgres: "SELECT 1",
+        },
+    ],
 };
+
+// SQLite: the counter follows each insert, in the insert's statement, so
+// `enqueue` is one round trip (it reads `last_seq + 1` in a subquery). MAX:
+// a row written by hand with an old seq never moves the counter back.
+const OUTBOX_SEQUENCE_TRIGGER: &str = "
+CREATE TRIGGER outbox_sequence AFTER INSERT ON outbox
+BEGIN
+  INSERT INTO outbox_sequences (aggregate_type, aggregate_id, last_seq)
+  VALUES (NEW.aggregate_type, NEW.aggregate_id, NEW.seq)
+  ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq);
+END;
+";
 
 // Per (consumer, aggregate), the last `rempart-seq` applied: the inbox
 // applies only the next one (see `inbox_order`). Same text on both backends.

@@ -114,44 +114,6 @@ async fn every_committed_row_is_published_once_and_no_rolled_back_one() {
     }
 }
 
-/// A destination that fails at random: before the broker has the message,
-/// or after (the ack is lost, so the relay publishes it again).
-#[derive(Debug)]
-struct Flaky {
-    inner: ChannelDestination,
-    state: AtomicU64,
-}
-
-impl Flaky {
-    fn roll(&self) -> u64 {
-        // SplitMix64 step, shared by the relays' concurrent publishes.
-        let z = self
-            .state
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % 10
-    }
-}
-
-impl Destination for Flaky {
-    fn name(&self) -> &str {
-        "flaky"
-    }
-
-    async fn publish(&self, m: &Envelope) -> Result<(), PublishError> {
-        match self.roll() {
-            0 => Err(PublishError::transient("refused before the broker had it")),
-            1 => {
-                self.inner.publish(m).await?;
-                Err(PublishError::transient("ack lost"))
-            }
-            _ => self.inner.publish(m).await,
-        }
-    }
-}
-
 /// Seed flaw 2: three relays on one table, random publish failures; each
 /// aggregate's messages reach the consumer in `seq` order (after the inbox
 /// drops re-deliveries by id), and every message arrives. On SQLite the

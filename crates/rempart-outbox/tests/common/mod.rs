@@ -2,14 +2,15 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rempart::retry::{Backoff, Jitter};
 use rempart_db::test_support::TestDb;
 use rempart_db::{Db, with_pool};
 use rempart_outbox::{
-    Destination, Handled, INBOX_SCHEMA, Inbox, Message, OUTBOX_SCHEMA, Outbox, OutboxStore, Relay,
-    RelayConfig, RelayError, RetryPolicy,
+    ChannelDestination, Destination, Envelope, Handled, INBOX_SCHEMA, Inbox, Message,
+    OUTBOX_SCHEMA, Outbox, OutboxStore, PublishError, Relay, RelayConfig, RelayError, RetryPolicy,
 };
 use uuid::Uuid;
 
@@ -161,4 +162,42 @@ pub async fn bound_queue(ch: &lapin::Channel, queue: &str, exchange: &str, key: 
     )
     .await
     .unwrap();
+}
+
+/// A destination that fails at random: before the broker has the message,
+/// or after (the ack is lost, so the relay publishes it again).
+#[derive(Debug)]
+pub struct Flaky {
+    pub inner: ChannelDestination,
+    pub state: AtomicU64,
+}
+
+impl Flaky {
+    fn roll(&self) -> u64 {
+        // SplitMix64 step, shared by the relays' concurrent publishes.
+        let z = self
+            .state
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % 10
+    }
+}
+
+impl Destination for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    async fn publish(&self, m: &Envelope) -> Result<(), PublishError> {
+        match self.roll() {
+            0 => Err(PublishError::transient("refused before the broker had it")),
+            1 => {
+                self.inner.publish(m).await?;
+                Err(PublishError::transient("ack lost"))
+            }
+            _ => self.inner.publish(m).await,
+        }
+    }
 }
