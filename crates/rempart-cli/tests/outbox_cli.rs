@@ -153,7 +153,7 @@ async fn a_sigterm_during_the_start_stops_the_relay_with_exit_0() {
     let t = outbox_db().await;
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let nats = format!("nats://{}", silent.local_addr().unwrap());
-    let mut relay = tokio::process::Command::new(BIN)
+    let relay = tokio::process::Command::new(BIN)
         .args(["outbox", "relay", "--database", &t.url, "--nats", &nats])
         .args(["--connect-timeout", "60s"])
         .stderr(std::process::Stdio::piped())
