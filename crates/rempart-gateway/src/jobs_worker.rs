@@ -26,14 +26,31 @@ use crate::queue::worker::{Worker, WorkerSettings};
 /// The pause before connecting again after the broker failed.
 const RECONNECT: Duration = Duration::from_secs(1);
 
-/// Starts a worker for every service of `gateway` that has a queue; each
-/// drains and returns once `stop` turns true.
-pub(crate) fn start(gateway: &Gateway, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+/// Whose worker runs in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Host {
+    /// `rempart gateway`: the queues whose `worker` is not turned off.
+    Gateway,
+    /// `rempart worker`: every queue; it exists to replay them.
+    Standalone,
+}
+
+/// Starts a worker for every service of `gateway` that has a queue (and, in
+/// a gateway, has not left it to a separate `rempart worker`); each drains
+/// and returns once `stop` turns true.
+pub(crate) fn start(
+    gateway: &Gateway,
+    host: Host,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
     gateway
         .services()
         .iter()
         .filter_map(|s| {
             let queue = Arc::clone(s.queue()?);
+            if host == Host::Gateway && !queue.config().worker {
+                return None;
+            }
             let replayer = gateway.replayer(&s.config.name);
             let settings =
                 queue.worker_settings(gateway.metrics().jobs(&s.config.name), s.config.timeout);
@@ -175,7 +192,7 @@ impl StandaloneWorkers {
             return Err(StartWorkersError::NoQueue);
         }
         let (stop, stopped) = watch::channel(false);
-        let handles = start(&gateway, &stopped);
+        let handles = start(&gateway, Host::Standalone, &stopped);
         Ok(StandaloneWorkers {
             services,
             warnings,

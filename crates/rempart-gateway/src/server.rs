@@ -123,7 +123,11 @@ impl RunningGateway {
             admin_closed,
         ));
         let (stop_workers, workers_stopped) = watch::channel(false);
-        let workers = crate::jobs_worker::start(&gateway, &workers_stopped);
+        let workers = crate::jobs_worker::start(
+            &gateway,
+            crate::jobs_worker::Host::Gateway,
+            &workers_stopped,
+        );
         tracing::info!(%addr, %admin_addr, "gateway listening");
         Ok(RunningGateway {
             addr,

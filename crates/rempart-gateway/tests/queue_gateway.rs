@@ -13,7 +13,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use rempart_gateway::queue::job::JobId;
 use rempart_gateway::server::RunningGateway;
-use support::rabbit::{AMQP, Cleanup, now, unique_names};
+use support::rabbit::{AMQP, Cleanup, now, queue_state, unique_names, wait_held};
 use tokio::time::Instant;
 
 const MAX_ATTEMPTS: u32 = 10;
@@ -21,13 +21,24 @@ const MAX_ATTEMPTS: u32 = 10;
 /// A gateway deferring POSTs on `/optimize` to `optimizer`, whose upstream
 /// is `upstream`, through the broker at `amqp` on queue `queue`.
 async fn gateway(upstream: SocketAddr, amqp: &str, queue: &str) -> RunningGateway {
+    gateway_with(upstream, amqp, queue, "").await
+}
+
+/// [`gateway`] with more keys in the service's `queue` (`extra` starts
+/// with a comma).
+async fn gateway_with(
+    upstream: SocketAddr,
+    amqp: &str,
+    queue: &str,
+    extra: &str,
+) -> RunningGateway {
     support::gateway(&format!(
         r#"
 [[services]]
 name = "optimizer"
 upstreams = [ {{ url = "http://{upstream}" }} ]
 timeout = "2s"
-queue = {{ amqp_url = "{amqp}", name = "{queue}", max_attempts = {MAX_ATTEMPTS}, backoff = {{ initial = "100ms", max = "400ms" }}, result_ttl = "1h" }}
+queue = {{ amqp_url = "{amqp}", name = "{queue}", max_attempts = {MAX_ATTEMPTS}, backoff = {{ initial = "100ms", max = "400ms" }}, result_ttl = "1h"{extra} }}
 
 [[routes]]
 path_prefix = "/optimize"
@@ -314,7 +325,7 @@ async fn another_client_polling_a_job_gets_what_an_unknown_id_gets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_open_circuit_defers_and_the_worker_waits_for_it_without_calling() {
+async fn an_open_circuit_defers_and_the_worker_takes_nothing_until_it_closes() {
     let names = unique_names("gw-open");
     let _cleanup = cleanup(&names);
     let calls = Arc::new(Mutex::new(0u32));
@@ -330,11 +341,12 @@ async fn an_open_circuit_defers_and_the_worker_waits_for_it_without_calling() {
 
     let me = [("authorization", "Bearer alice")];
     let id = upload(&gw, &me).await.job_id();
-    // The circuit stays open longer than every attempt's backoff together
-    // (10 attempts, at most 400 ms each): the job keeps waiting at attempt 1,
-    // never dead-lettered by an outage during which it was never called.
-    let outage = Instant::now() + Duration::from_secs(6);
-    let mut seen_waiting = false;
+    // The worker takes no delivery while the circuit is open: the job waits
+    // in the work queue, ready, with no consumer holding it, for longer
+    // than every attempt's backoff together (10 attempts, at most 400 ms
+    // each). Never called, never re-published, never dead-lettered.
+    wait_held(&names.work, 1).await;
+    let outage = Instant::now() + Duration::from_secs(5);
     while Instant::now() < outage {
         let got = poll(&gw, &id, &me).await;
         assert!(
@@ -342,27 +354,14 @@ async fn an_open_circuit_defers_and_the_worker_waits_for_it_without_calling() {
             "the job was replayed while the circuit was open"
         );
         let got = got.json();
-        assert_ne!(
-            got["status"], "dead",
-            "dead-lettered while never called: {got}"
-        );
-        if got["status"] == "retrying" {
-            assert_eq!(got["attempt"], 1, "an attempt spent without a call: {got}");
-            assert!(
-                got["last_error"]
-                    .as_str()
-                    .unwrap()
-                    .contains("circuit is open"),
-                "{got}"
-            );
-            seen_waiting = true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(got["status"], "queued", "{got}");
+        assert_eq!(got["attempt"], 1, "{got}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        seen_waiting,
-        "the worker took the job and put it back to wait"
-    );
+    assert_eq!(queue_state(&names.work).await, (1, 0), "held, not taken");
+    for n in 2..=MAX_ATTEMPTS {
+        assert_eq!(queue_state(&names.delay(n)).await.0, 0, "delay queue {n}");
+    }
     assert_eq!(*calls.lock().unwrap(), 0, "nothing was sent while open");
 
     breaker.reset();
@@ -440,4 +439,31 @@ async fn a_shutdown_lets_the_worker_finish_the_job_in_hand_and_ack_it() {
         .unwrap();
     assert_eq!(left.message_count(), 0);
     assert_eq!(*calls.lock().unwrap(), 2, "one request, one replay");
+}
+
+/// `worker = false`: the gateway defers and answers polls, but replays
+/// nothing itself; the job waits in the work queue for a `rempart worker`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_without_its_worker_defers_and_leaves_the_job_queued() {
+    let names = unique_names("gw-noworker");
+    let _cleanup = cleanup(&names);
+    let gw = gateway_with(failing().await, AMQP, &names.work, ", worker = false").await;
+    let me = [("authorization", "Bearer alice")];
+    let got = upload(&gw, &me).await;
+    assert_eq!(got.status, 202);
+    let id = got.job_id();
+    // Longer than the first backoff (100 ms) many times over.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        queue_state(&names.work).await,
+        (1, 0),
+        "no consumer took it"
+    );
+    let state = poll(&gw, &id, &me).await.json();
+    assert_eq!(
+        (&state["status"], &state["attempt"]),
+        (&"queued".into(), &1.into()),
+        "{state}"
+    );
+    gw.shutdown().await;
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -13,14 +14,14 @@ use tokio::time::Instant;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeleteOptions};
 use lapin::{BasicProperties, Channel, Connection};
 use rempart_gateway::queue::decision::{
-    ATTEMPT_HEADER, JobState, ReplayOutcome, RetryPlan, StoredAnswer,
+    ATTEMPT_HEADER, JobState, Readiness, ReplayOutcome, RetryPlan, StoredAnswer,
 };
 use rempart_gateway::queue::job::{Job, JobId};
 use rempart_gateway::queue::publish::{DEAD_REASON_HEADER, Publisher, header_int, header_text};
 use rempart_gateway::queue::results::{MemoryResults, ResultStore};
 use rempart_gateway::queue::topology::{self, QueueNames};
 use rempart_gateway::queue::worker::{Replayer, Worker, WorkerCounts, WorkerSettings};
-use support::rabbit::{AMQP, Cleanup, T, unique_names};
+use support::rabbit::{AMQP, Cleanup, T, queue_state, unique_names, wait_held};
 use tokio::sync::{Notify, oneshot};
 
 const MAX_ATTEMPTS: u32 = 5;
@@ -45,6 +46,7 @@ fn settings(names: &QueueNames) -> WorkerSettings {
         )
         .unwrap(),
         prefetch: 8,
+        hold_check: Duration::from_millis(50),
         broker_timeout: T,
         clock: Arc::new(UnixClock::new()),
         metrics: Default::default(),
@@ -68,6 +70,8 @@ struct Upstream {
     script: Box<Script>,
     pause: Duration,
     started: Notify,
+    /// Whether it would refuse calls now (its breaker open, say).
+    held: AtomicBool,
 }
 
 impl Upstream {
@@ -77,6 +81,7 @@ impl Upstream {
             script: Box::new(script),
             pause: Duration::ZERO,
             started: Notify::new(),
+            held: AtomicBool::new(false),
         })
     }
 
@@ -88,6 +93,7 @@ impl Upstream {
             script: Box::new(move |_| ok(body)),
             pause,
             started: Notify::new(),
+            held: AtomicBool::new(false),
         })
     }
 
@@ -107,6 +113,14 @@ impl Replayer for Upstream {
         self.started.notify_one();
         tokio::time::sleep(self.pause).await;
         (self.script)(attempt)
+    }
+
+    fn readiness(&self) -> Readiness {
+        if self.held.load(Ordering::SeqCst) {
+            Readiness::Held("the circuit is open")
+        } else {
+            Readiness::Ready
+        }
     }
 }
 
@@ -712,4 +726,45 @@ async fn redis_results_reopen_a_dead_job_but_never_a_done_one() {
     assert_eq!(s.get(dead, now()).await.unwrap(), Some(JobState::Queued));
     assert_eq!(s.revive(finished, now()).await.unwrap(), answer);
     assert_eq!(s.get(finished, now()).await.unwrap(), Some(answer));
+}
+
+/// While the service would not be called, the worker holds no job and
+/// re-publishes nothing: the jobs wait, ready, in the work queue with no
+/// consumer on it. Once it would be called, the worker consumes again and
+/// every job completes, each with one call and no attempt spent waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_worker_takes_no_delivery_until_the_service_would_be_called() {
+    let names = names("held");
+    let (_cleanup, _conn, _ch, publisher) = client(&names).await;
+    let upstream = Upstream::new(|_| ok("{\"optimized\":true}"));
+    upstream.held.store(true, Ordering::SeqCst);
+    let store = Arc::new(MemoryResults::new(Duration::from_secs(60)));
+    let running = start(&names, upstream.clone(), store.clone()).await;
+
+    let jobs: Vec<Job> = (0..3).map(|i| job(&format!("held-{i}"))).collect();
+    for j in &jobs {
+        publisher.submit(j).await.unwrap();
+    }
+    wait_held(&names.work, 3).await;
+    // Held for many checks (50 ms apart): still nothing taken, nothing
+    // called, nothing re-published to a delay queue.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(queue_state(&names.work).await, (3, 0));
+    for n in 2..=MAX_ATTEMPTS {
+        assert_eq!(queue_state(&names.delay(n)).await.0, 0, "delay queue {n}");
+    }
+    assert!(upstream.calls().is_empty(), "{:?}", upstream.calls());
+    for j in &jobs {
+        assert_eq!(store.get(j.id, now()).await.unwrap(), None, "untouched");
+    }
+
+    upstream.held.store(false, Ordering::SeqCst);
+    for j in &jobs {
+        assert!(matches!(final_state(&store, j.id).await, JobState::Done(_)));
+    }
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls.iter().all(|c| c.attempt == 1), "{calls:?}");
+    let counts = running.stop().await;
+    assert_eq!((counts.done, counts.waited, counts.retried), (3, 0, 0));
 }

@@ -142,6 +142,9 @@ pub struct QueueConfig {
     pub result_ttl: Duration,
     /// Where results are kept. Default memory.
     pub results: ResultsBackend,
+    /// Whether `rempart gateway` replays this queue's jobs itself. Default
+    /// true; false when a separate `rempart worker` does.
+    pub worker: bool,
 }
 
 /// `queue.results`.

@@ -14,7 +14,7 @@ use super::fallback::{Refusal, json_error};
 use super::{Body, Gateway, Service, State, admission};
 use crate::headers::ClientAddr;
 use crate::queue::answer::{JOB_ID_HEADER, accepted, poll_answer};
-use crate::queue::decision::{Poll, ReplayOutcome, StoredAnswer};
+use crate::queue::decision::{Poll, Readiness, ReplayOutcome, StoredAnswer, readiness};
 use crate::queue::defer::Deferred;
 use crate::queue::job::{Job, JobId};
 use crate::queue::owner::Owner;
@@ -141,14 +141,34 @@ pub struct ServiceReplayer {
     service: String,
 }
 
-impl Replayer for ServiceReplayer {
-    async fn replay(&self, job: &Job, _attempt: u32) -> ReplayOutcome {
-        let state = self.gateway.shared.current.load_full();
-        let Some(service) = state
+impl ServiceReplayer {
+    /// Its service in the configuration `state` serves.
+    fn service<'s>(&self, state: &'s State) -> Option<&'s Service> {
+        let found = state
             .services
             .iter()
-            .find(|s| s.config.name == self.service)
-        else {
+            .find(|s| s.config.name == self.service);
+        found.map(|s| &**s)
+    }
+}
+
+impl Replayer for ServiceReplayer {
+    fn readiness(&self) -> Readiness {
+        let state = self.gateway.shared.current.load();
+        let Some(service) = self.service(&state) else {
+            // The replay itself reports the missing service.
+            return Readiness::Ready;
+        };
+        let full = service
+            .bulkhead
+            .as_ref()
+            .is_some_and(|b| b.in_flight() >= b.max_concurrent());
+        readiness(service.breaker.can_execute(), full)
+    }
+
+    async fn replay(&self, job: &Job, _attempt: u32) -> ReplayOutcome {
+        let state = self.gateway.shared.current.load_full();
+        let Some(service) = self.service(&state) else {
             return ReplayOutcome::Failed(format!("service {} is not configured", self.service));
         };
         let Some(route) = state.router.route(&job.path).cloned() else {

@@ -100,6 +100,29 @@ pub enum ReplayOutcome {
     NotCalled(String),
 }
 
+/// Whether a worker takes deliveries now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The service would take a replay: consume.
+    Ready,
+    /// It would refuse one without a call (says why): take no delivery until
+    /// it would, so a job waiting out an outage costs the broker nothing.
+    Held(&'static str),
+}
+
+/// Whether to consume, from the service's state now: `circuit_allows`, its
+/// breaker would let a call through (closed, or half-open with a trial
+/// free); `bulkhead_full`, every slot is taken.
+pub fn readiness(circuit_allows: bool, bulkhead_full: bool) -> Readiness {
+    if !circuit_allows {
+        Readiness::Held("the circuit is open")
+    } else if bulkhead_full {
+        Readiness::Held("the service is busy (bulkhead full)")
+    } else {
+        Readiness::Ready
+    }
+}
+
 /// What the worker does with a delivery once it has been replayed or read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -264,6 +287,16 @@ mod tests {
 
     fn failed() -> ReplayOutcome {
         ReplayOutcome::Failed("503 from upstream".into())
+    }
+
+    #[test]
+    fn the_worker_consumes_only_while_the_service_would_be_called() {
+        assert_eq!(readiness(true, false), Readiness::Ready);
+        // An open circuit holds whatever the bulkhead says: it is why.
+        for full in [false, true] {
+            assert!(matches!(readiness(false, full), Readiness::Held(w) if w.contains("circuit")));
+        }
+        assert!(matches!(readiness(true, true), Readiness::Held(w) if w.contains("bulkhead")));
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Replays a gateway's embedded worker runs at once per service.
 const PREFETCH: u16 = 16;
 
+/// How often a held worker looks whether its service would be called again:
+/// a job waits at most this long after a breaker half-opens.
+const HOLD_CHECK: Duration = Duration::from_millis(250);
+
 /// The results store the config names, behind one type.
 #[derive(Debug, Clone)]
 pub enum Results {
@@ -202,6 +206,7 @@ impl ServiceQueue {
                 self.config.backoff_max,
             )?,
             prefetch: PREFETCH,
+            hold_check: HOLD_CHECK,
             broker_timeout: BROKER_TIMEOUT,
             clock: Arc::clone(&self.clock),
             metrics,

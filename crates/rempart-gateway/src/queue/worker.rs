@@ -4,6 +4,12 @@
 //! original acked at once. Every ack comes after the job's fate is safe
 //! elsewhere (result stored, or message re-published with confirm), so a
 //! crash at any point redelivers instead of losing.
+//!
+//! While the service would refuse a replay without calling it (breaker open,
+//! bulkhead full), the worker takes no delivery at all: it cancels its
+//! consumer, hands back what the broker had already sent, and consumes again
+//! once the service would be called. A job waiting out an outage then stays
+//! in the work queue, costing the broker nothing.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,16 +18,18 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
+use lapin::{Channel, Connection, Consumer};
 use rempart::clock::Clock;
 use rempart::rng::{Rng, SplitMix64};
 use tokio::task::JoinSet;
 
 use super::decision::{
-    ATTEMPT_HEADER, Decision, JobState, REQUEUED_HEADER, ReplayOutcome, RetryPlan, Triage,
-    attempt_of, decide, triage,
+    ATTEMPT_HEADER, Decision, JobState, REQUEUED_HEADER, Readiness, ReplayOutcome, RetryPlan,
+    Triage, attempt_of, decide, triage,
 };
 use super::job::Job;
 use super::publish::{Publisher, header_int};
@@ -34,11 +42,21 @@ use super::{BrokerError, deadline, wall_time};
 pub trait Replayer: Send + Sync + 'static {
     /// Replays `job` as attempt `attempt` (1-based).
     fn replay(&self, job: &Job, attempt: u32) -> impl Future<Output = ReplayOutcome> + Send;
+
+    /// Whether the service would be called now; while it would not, the
+    /// worker takes no delivery. The default: always.
+    fn readiness(&self) -> Readiness {
+        Readiness::Ready
+    }
 }
 
 impl<R: Replayer> Replayer for Arc<R> {
     fn replay(&self, job: &Job, attempt: u32) -> impl Future<Output = ReplayOutcome> + Send {
         (**self).replay(job, attempt)
+    }
+
+    fn readiness(&self) -> Readiness {
+        (**self).readiness()
     }
 }
 
@@ -57,6 +75,9 @@ pub struct WorkerSettings {
     /// replay's own deadline (the service's `timeout`), so only a worker
     /// that died holds it that long, and its job waits at most that.
     pub run_lease: Duration,
+    /// How often a held worker asks whether the service would be called
+    /// again (a breaker half-opening, a bulkhead slot freed).
+    pub hold_check: Duration,
     /// Wall-clock time for result expiry (`UnixClock` in production).
     pub clock: Arc<dyn Clock>,
     /// Where completions, retries and dead letters are counted for
@@ -173,15 +194,72 @@ impl<R: Replayer, S: ResultStore> Worker<R, S> {
 
     /// Consumes until `shutdown` resolves, then drains: no new deliveries,
     /// the jobs in hand finish, and the rest go back to the broker when the
-    /// channel closes. Returns what it did.
+    /// channel closes. While the service would not be called, it holds:
+    /// no consumer, no delivery. Returns what it did.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<WorkerCounts, BrokerError> {
-        let t = self.shared.settings.broker_timeout;
-        let work = self.shared.settings.names.work.clone();
-        let mut consumer = deadline(
-            t,
+        let shared = &self.shared;
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        let ended = 'run: loop {
+            let mut consumer = match self.consume().await {
+                Ok(c) => c,
+                Err(e) => break 'run Err(e),
+            };
+            let (held, why) = loop {
+                tokio::select! {
+                    _ = &mut shutdown => {
+                        // Stop deliveries first so draining ends; those
+                        // already buffered return when the channel closes.
+                        drop(consumer);
+                        break 'run Ok(());
+                    }
+                    next = consumer.next() => match next {
+                        Some(Ok(delivery)) => match shared.replayer.readiness() {
+                            Readiness::Ready => {
+                                tasks.spawn(handle(Arc::clone(shared), delivery));
+                            }
+                            Readiness::Held(why) => break (delivery, why),
+                        },
+                        Some(Err(e)) => break 'run Err(self.lost(&e.to_string())),
+                        None => break 'run Err(self.lost("the broker ended the consumer")),
+                    },
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                }
+            };
+            tracing::info!(queue = %shared.settings.names.work, why, "job worker holding: the service would not be called");
+            if let Err(e) = self.hand_back(consumer, held).await {
+                break 'run Err(e);
+            }
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => break 'run Ok(()),
+                    _ = tokio::time::sleep(shared.settings.hold_check) => {
+                        if shared.replayer.readiness() == Readiness::Ready {
+                            tracing::info!(queue = %shared.settings.names.work, "job worker consuming again");
+                            break;
+                        }
+                    }
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                }
+            }
+        };
+        while tasks.join_next().await.is_some() {}
+        let _ = deadline(
+            shared.settings.broker_timeout,
+            "closing the channel",
+            self.channel.close(200, "drained".into()),
+        )
+        .await;
+        ended.map(|()| shared.counts.snapshot())
+    }
+
+    async fn consume(&self) -> Result<Consumer, BrokerError> {
+        let work = &self.shared.settings.names.work;
+        deadline(
+            self.shared.settings.broker_timeout,
             &format!("consuming from {work}"),
             self.channel.basic_consume(
                 work.as_str().into(),
@@ -190,33 +268,43 @@ impl<R: Replayer, S: ResultStore> Worker<R, S> {
                 FieldTable::default(),
             ),
         )
-        .await?;
-        let mut tasks = JoinSet::new();
-        tokio::pin!(shutdown);
-        let ended = loop {
-            tokio::select! {
-                _ = &mut shutdown => break Ok(()),
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => {
-                        tasks.spawn(handle(Arc::clone(&self.shared), delivery));
-                    }
-                    Some(Err(e)) => break Err(BrokerError(format!("consuming from {work}: {e}"))),
-                    None => break Err(BrokerError(format!("the broker ended the consumer on {work}"))),
-                },
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        .await
+    }
+
+    fn lost(&self, why: &str) -> BrokerError {
+        BrokerError(format!(
+            "consuming from {}: {why}",
+            self.shared.settings.names.work
+        ))
+    }
+
+    /// Stops `consumer` and gives `held`, and every delivery the broker had
+    /// already sent, back to the queue untouched (their attempts unspent):
+    /// a held worker keeps no job from another worker.
+    async fn hand_back(&self, mut consumer: Consumer, held: Delivery) -> Result<(), BrokerError> {
+        let t = self.shared.settings.broker_timeout;
+        let cancel = self
+            .channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default());
+        deadline(t, "cancelling the consumer", cancel).await?;
+        // Once cancelled, the consumer yields what was in flight, then ends.
+        let mut returned = vec![held];
+        loop {
+            match tokio::time::timeout(t, consumer.next()).await {
+                Ok(Some(Ok(d))) => returned.push(d),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(self.lost(&e.to_string())),
+                Err(_) => return Err(self.lost("the consumer's cancel never ended it")),
             }
-        };
-        // Stop deliveries first so draining ends; those already buffered
-        // return to the queue when the channel closes.
-        drop(consumer);
-        while tasks.join_next().await.is_some() {}
-        let _ = deadline(
-            t,
-            "closing the channel",
-            self.channel.close(200, "drained".into()),
-        )
-        .await;
-        ended.map(|()| self.shared.counts.snapshot())
+        }
+        for d in returned {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            deadline(t, "handing a job back", d.acker.nack(requeue)).await?;
+        }
+        Ok(())
     }
 }
 

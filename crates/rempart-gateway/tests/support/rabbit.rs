@@ -58,3 +58,37 @@ impl Drop for Cleanup {
         .join();
     }
 }
+
+/// What the broker says of `queue` now: (messages ready, consumers). A
+/// message a consumer holds unacked is not ready.
+pub async fn queue_state(queue: &str) -> (u32, u32) {
+    let conn = topology::connect(AMQP, T).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+        .await
+        .unwrap();
+    let _ = conn.close(200, "read".into()).await;
+    (q.message_count(), q.consumer_count())
+}
+
+/// Waits up to 10 s for `queue` to hold `ready` messages and no consumer:
+/// a held worker's state once it has handed its deliveries back.
+pub async fn wait_held(queue: &str, ready: u32) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = queue_state(queue).await;
+        if state == (ready, 0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{queue}: (ready, consumers) = {state:?}, expected ({ready}, 0)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -26,6 +26,7 @@ impl Reader<'_> {
                 "backoff",
                 "result_ttl",
                 "results",
+                "worker",
             ],
         );
         let amqp_url = self.value(
@@ -92,6 +93,7 @@ impl Reader<'_> {
                 "\"redis\" keeps results in the [cache] Redis, but [cache] has no `backend = \"redis\"`; set it (with `redis_url`) or use \"memory\"",
             );
         }
+        let worker = self.bool(q, "worker", true);
         // A bad URL is already reported and fails the parse; the queue is kept
         // so its routes' `queue_methods` are not refused a second time.
         Some(QueueConfig {
@@ -102,6 +104,7 @@ impl Reader<'_> {
             backoff_max,
             result_ttl,
             results,
+            worker,
         })
     }
 
@@ -228,9 +231,30 @@ service = "optimizer"
                 backoff_max: Duration::from_secs(60),
                 result_ttl: Duration::from_secs(86_400),
                 results: ResultsBackend::Memory,
+                worker: true,
             })
         );
         assert_eq!(c.routes[0].queue_methods, [http::Method::POST]);
+    }
+
+    #[test]
+    fn the_embedded_worker_can_be_left_to_a_separate_process() {
+        let q = r#"queue = { amqp_url = "amqp://127.0.0.1", worker = false }"#;
+        let c = GatewayConfig::parse(&config(q, "", ""), "t.toml").unwrap();
+        assert!(!c.services[0].queue.as_ref().unwrap().worker);
+        let p = problems(&config(
+            r#"queue = { amqp_url = "amqp://127.0.0.1", worker = "no" }"#,
+            "",
+            "",
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].0, p[0].1.as_str()), (5, "services[0].queue.worker"));
+        let p = problems(&config(
+            r#"queue = { amqp_url = "amqp://127.0.0.1", workers = false }"#,
+            "",
+            "",
+        ));
+        assert!(p[0].2.contains("did you mean `worker`"), "{}", p[0].2);
     }
 
     #[test]
