@@ -7,14 +7,26 @@
 //!   transaction, no version check, no chain: the physical limit;
 //! - `append/single_event`: one event per committed transaction;
 //! - `verify/20k_events`: `verify` over a 20,000-event store (one signed
-//!   checkpoint every 10 events).
+//!   checkpoint every 10 events);
+//! - `ticket_100/*`: a 100-event ticket (open, 97 articles, payment, close)
+//!   validated and committed as one batch, ours beside the Rust peer
+//!   cqrs-es, on SQLite and on PostgreSQL ([`peer`]);
+//! - `replay/*`: 2,000 ten-event tickets read back and folded into ticket
+//!   aggregates ([`replay`]).
 //!
-//! Run: `cargo bench -p rempart-events --bench store`.
+//! Run: `cargo bench -p rempart-events --bench store` (PostgreSQL on
+//! 127.0.0.1:5432 for the `*_postgres` rows; they are skipped without it).
+
+mod peer;
+mod replay;
+mod workload;
 
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rempart_db::test_support::TestDb;
 use rempart_db::{Db, with_pool};
+use rempart_events::clock::RegisterNo;
 use rempart_events::signing::RegisterKey;
 use rempart_events::store::{Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent};
 use rempart_events::verify::{VerifyOptions, verify};
@@ -158,5 +170,106 @@ fn verifying(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, appends, verifying);
+/// Ours beside cqrs-es on one backend: each iteration rings up a new
+/// 100-event ticket, decided and committed in one transaction.
+fn ticket_pair(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    backend: &str,
+    ours: &EventStore,
+    peer_db: &Db,
+) {
+    rt.block_on(async {
+        with_pool!(peer_db, p => { sqlx::raw_sql(&peer::tables(backend)).execute(p).await.unwrap(); });
+    });
+    let commands = || {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        (id.clone(), workload::ticket_commands(&id, 97))
+    };
+    g.bench_function(format!("ours_{backend}"), |b| {
+        b.iter_batched(
+            commands,
+            |(id, commands)| {
+                let events = workload::envelopes(&workload::decide_all(&commands));
+                rt.block_on(ours.append(&format!("ticket-{id}"), ExpectedVersion::NoStream, events))
+                    .unwrap()
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    match peer_db.pool() {
+        rempart_db::Pool::Sqlite(pool) => {
+            let cqrs = sqlite_es::sqlite_cqrs::<peer::PeerTicket>(pool.clone(), vec![], ());
+            g.bench_function("cqrs_es_sqlite", |b| {
+                b.iter_batched(
+                    commands,
+                    |(id, commands)| {
+                        rt.block_on(cqrs.execute(&id, peer::RingUp(commands)))
+                            .unwrap()
+                    },
+                    criterion::BatchSize::SmallInput,
+                )
+            });
+        }
+        rempart_db::Pool::Postgres(pool) => {
+            let cqrs = postgres_es::postgres_cqrs::<peer::PeerTicket>(pool.clone(), vec![], ());
+            g.bench_function("cqrs_es_postgres", |b| {
+                b.iter_batched(
+                    commands,
+                    |(id, commands)| {
+                        rt.block_on(cqrs.execute(&id, peer::RingUp(commands)))
+                            .unwrap()
+                    },
+                    criterion::BatchSize::SmallInput,
+                )
+            });
+        }
+    }
+}
+
+fn tickets(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Both on the same pool options (WAL, synchronous=NORMAL, the same
+    // busy timeout and pool size): the same durability.
+    let (ours, peer_db) = rt.block_on(async {
+        let ours = open(dir.path(), "ours.db")
+            .await
+            .with_register_no("register-12-3", RegisterNo(3));
+        let url = format!("sqlite://{}", dir.path().join("cqrs.db").display());
+        (ours, Db::open(&url).await.unwrap())
+    });
+    let mut g = c.benchmark_group("ticket_100");
+    g.sample_size(20).measurement_time(Duration::from_secs(8));
+    g.throughput(Throughput::Elements(100));
+    ticket_pair(&mut g, &rt, "sqlite", &ours, &peer_db);
+    let postgres = rt.block_on(async {
+        let ours = TestDb::postgres().await.ok()?;
+        let peer = TestDb::postgres().await.ok()?;
+        Some((ours, peer))
+    });
+    match postgres {
+        Some((ours_db, peer_db)) => {
+            let ours = rt.block_on(async {
+                EventStore::open(&ours_db.url)
+                    .await
+                    .unwrap()
+                    .with_key(RegisterKey::from_secret("register-12-3", [1; 32]))
+                    .await
+                    .unwrap()
+                    .with_register_no("register-12-3", RegisterNo(3))
+            });
+            ticket_pair(&mut g, &rt, "postgres", &ours, &peer_db.db);
+        }
+        None => eprintln!(
+            "ticket_100: no PostgreSQL on 127.0.0.1:5432, the *_postgres rows are skipped"
+        ),
+    }
+    g.finish();
+}
+
+criterion_group!(benches, appends, tickets, replay::replaying, verifying);
 criterion_main!(benches);
