@@ -350,17 +350,16 @@ impl Resilience {
     ) -> Result<Response, AttemptError> {
         let req = {
             let mut slot = request.lock().unwrap_or_else(|p| p.into_inner());
-            let req = slot.take();
+            let Some(req) = slot.take() else {
+                return Err(AttemptError::NotReplayable);
+            };
             // A copy for the next attempt before this one consumes the
             // request; the last attempt has no next one.
             if n < host.max_attempts {
-                *slot = req.as_ref().and_then(replay::copy_for_retry);
+                *slot = replay::copy_for_retry(&req);
             }
             req
         };
-        // `ok_or` takes the whole `Option`: a pattern would move out of it in
-        // place, and the future would keep room for it across the await.
-        let req = req.ok_or(AttemptError::NotReplayable)?;
         let rules = &self.shared.rules;
         let started = started.unwrap_or_else(Instant::now);
         // What the deadline leaves, measured from `started`: no second clock read.
