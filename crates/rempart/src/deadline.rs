@@ -107,7 +107,9 @@ impl Deadline {
     }
 
     /// Runs `fut` under this deadline, or under the current one if that is
-    /// sooner (the current one as of the first poll).
+    /// sooner (the current one as of the first poll). The deadline is in
+    /// scope while `fut` is polled; a scope dropped unfinished drops `fut`
+    /// outside it.
     //
     // A plain future rather than an `async fn`: an `async fn` holds `fut`
     // twice (its argument and the scope it awaits), so a caller with a large
