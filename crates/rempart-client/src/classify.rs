@@ -137,6 +137,49 @@ pub(crate) fn idempotent(method: &http::Method) -> bool {
         || *method == Method::TRACE
 }
 
+/// The retry rules as each call reads them: the retried statuses as a bit
+/// set, made once when the middleware is built (a list would be scanned
+/// several times per call).
+#[derive(Debug, Clone)]
+pub(crate) struct Rules {
+    /// Bit `code` set for each retried status below 640 (HTTP's codes are
+    /// 100..=599).
+    statuses: [u64; 10],
+    /// Any listed code past those (a `RetryRules` built by hand may hold one).
+    beyond: Vec<u16>,
+    errors: Vec<ErrorKind>,
+    non_idempotent: bool,
+}
+
+impl From<&RetryRules> for Rules {
+    fn from(rules: &RetryRules) -> Self {
+        let mut statuses = [0u64; 10];
+        let mut beyond = Vec::new();
+        for &code in &rules.statuses {
+            match statuses.get_mut(usize::from(code / 64)) {
+                Some(word) => *word |= 1 << (code % 64),
+                None => beyond.push(code),
+            }
+        }
+        Rules {
+            statuses,
+            beyond,
+            errors: rules.errors.clone(),
+            non_idempotent: rules.non_idempotent,
+        }
+    }
+}
+
+impl Rules {
+    /// Whether `code` is a retried status.
+    pub(crate) fn retries_status(&self, code: u16) -> bool {
+        match self.statuses.get(usize::from(code / 64)) {
+            Some(word) => word >> (code % 64) & 1 == 1,
+            None => self.beyond.contains(&code),
+        }
+    }
+}
+
 /// What one attempt came to, as the rules read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Attempted {
@@ -154,9 +197,9 @@ pub(crate) enum Attempted {
 /// A `Retry-After` on a retried status sets the pause. A request that is not
 /// idempotent is retried only when it surely was not sent, unless
 /// `rules.non_idempotent`.
-pub(crate) fn decide(rules: &RetryRules, idempotent: bool, attempted: Attempted) -> Decision {
+pub(crate) fn decide(rules: &Rules, idempotent: bool, attempted: Attempted) -> Decision {
     match attempted {
-        Attempted::Status(code, retry_after) if rules.statuses.contains(&code) => {
+        Attempted::Status(code, retry_after) if rules.retries_status(code) => {
             if !idempotent && !rules.non_idempotent {
                 return Decision::Accept;
             }
@@ -177,13 +220,13 @@ pub(crate) fn decide(rules: &RetryRules, idempotent: bool, attempted: Attempted)
 
 /// Whether a final answer with `code` is a failure the fallback may answer
 /// for: a status the rules retry, or any 5xx. A 4xx is the server's answer.
-pub(crate) fn failed_status(rules: &RetryRules, code: u16) -> bool {
-    code >= 500 || rules.statuses.contains(&code)
+pub(crate) fn failed_status(rules: &Rules, code: u16) -> bool {
+    code >= 500 || rules.retries_status(code)
 }
 
 /// What the breaker learns from one attempt: transport failures and failed
 /// statuses count against the host, 2xx–4xx answers for it.
-pub(crate) fn breaker_outcome(rules: &RetryRules, attempted: Attempted) -> Outcome {
+pub(crate) fn breaker_outcome(rules: &Rules, attempted: Attempted) -> Outcome {
     match attempted {
         Attempted::Status(code, _) if failed_status(rules, code) => Outcome::Failure,
         Attempted::Status(..) => Outcome::Success,
@@ -208,8 +251,23 @@ mod tests {
     }
 
     #[test]
+    fn the_status_set_holds_exactly_the_listed_codes() {
+        let rules = Rules::from(&RetryRules {
+            statuses: vec![100, 127, 128, 429, 599, 639, 640, 999, u16::MAX],
+            ..RetryRules::default()
+        });
+        for code in 0..=u16::MAX {
+            let listed = matches!(
+                code,
+                100 | 127 | 128 | 429 | 599 | 639 | 640 | 999 | u16::MAX
+            );
+            assert_eq!(rules.retries_status(code), listed, "{code}");
+        }
+    }
+
+    #[test]
     fn the_seeds_lists_retry_its_kinds_and_nothing_else() {
-        let rules = RetryRules::default();
+        let rules = Rules::from(&RetryRules::default());
         for code in [429, 500, 502, 503, 504] {
             assert_eq!(
                 decide(&rules, true, Attempted::Status(code, None)),
@@ -234,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_post_is_retried_only_when_it_was_surely_not_sent() {
-        let rules = RetryRules::default();
+        let rules = Rules::from(&RetryRules::default());
         assert_eq!(
             decide(&rules, false, Attempted::Status(503, None)),
             Decision::Accept
@@ -247,10 +305,10 @@ mod tests {
             decide(&rules, false, Attempted::Failed(ErrorKind::Dns)),
             Decision::Retry
         );
-        let brave = RetryRules {
+        let brave = Rules::from(&RetryRules {
             non_idempotent: true,
             ..RetryRules::default()
-        };
+        });
         assert_eq!(
             decide(&brave, false, Attempted::Status(503, None)),
             Decision::Retry
@@ -276,7 +334,7 @@ mod tests {
             kind in 0usize..5,
             transport in any::<bool>(),
         ) {
-            let rules = RetryRules::default();
+            let rules = Rules::from(&RetryRules::default());
             let ra = retry_after.map(Duration::from_secs);
             let attempted = if transport {
                 Attempted::Failed(ErrorKind::ALL[kind])

@@ -18,13 +18,20 @@ use rempart::prometheus::BreakerCollector;
 use rempart::retry::{Decision, RetryCollector, RetryError, parse_retry_after};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
+use tokio::time::Instant;
 
 use crate::answer::{self, AnswerCache, Failure, fallback_response};
-use crate::classify::{Attempted, breaker_outcome, decide, failed_status, idempotent, kind_of};
+use crate::classify::{
+    Attempted, Rules, breaker_outcome, decide, failed_status, idempotent, kind_of,
+};
 use crate::config::ClientConfig;
 use crate::host::{self, HostPolicies};
 use crate::observe::{AttemptOutcome, AttemptReport, CallObserver};
 use crate::replay;
+
+/// Call budgets below this make their deadline from the call's own clock
+/// read; longer ones go through [`Deadline::after`], which caps them.
+const NEAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
 
 /// A request extension naming the breaker (and retry, fallback and metrics)
 /// a request goes through, instead of its host:
@@ -111,6 +118,8 @@ pub struct Resilience {
 
 struct Shared {
     config: ClientConfig,
+    /// `config.rules` as each call reads them.
+    rules: Rules,
     /// Looked up on every call: foldhash rather than SipHash (a key is a
     /// host the caller chose, and the hasher is still seeded).
     hosts: DashMap<String, Arc<HostPolicies>, foldhash::fast::RandomState>,
@@ -145,6 +154,7 @@ impl Resilience {
         Resilience {
             shared: Arc::new(Shared {
                 cache: answer::answer_cache(&config.fallback),
+                rules: Rules::from(&config.rules),
                 config,
                 hosts: DashMap::default(),
                 observer,
@@ -210,11 +220,11 @@ fn retry_after(resp: &Response) -> Option<Duration> {
 }
 
 /// What an attempt's result is, for the rules and the breaker.
-fn attempted_of(config: &ClientConfig, r: Result<&Response, &AttemptError>) -> Attempted {
+fn attempted_of(rules: &Rules, r: Result<&Response, &AttemptError>) -> Attempted {
     match r {
         Ok(resp) => {
             let code = resp.status().as_u16();
-            let ra = if config.rules.statuses.contains(&code) {
+            let ra = if rules.retries_status(code) {
                 retry_after(resp)
             } else {
                 None
@@ -255,8 +265,9 @@ impl Middleware for Resilience {
             Some(k) => self.host(&k.0),
             None => self.host(host::key_of(req.url())),
         };
-        // Only a fallback answer needs the URL after the request is spent.
-        let url = host.fallback.as_ref().map(|_| req.url().clone());
+        // Only a fallback answer needs the URL after the request is spent
+        // (boxed: the future keeps 8 bytes for it, not a whole URL).
+        let url = host.fallback.as_ref().map(|_| Box::new(req.url().clone()));
         // Only a GET's answer can stand in for a later GET of the same URL.
         let cache_key: Option<Arc<str>> = (self.shared.cache.is_some()
             && req.method() == http::Method::GET)
@@ -264,35 +275,43 @@ impl Middleware for Resilience {
         let idempotent = idempotent(req.method());
         // Outside the retry loop's future, which then stays small enough
         // for the allocator's fast path when it is boxed.
-        let request = Mutex::new(Some(req));
+        // Boxed: the retry loop sits inline in this call's future, and with
+        // the request beside it the future would outgrow the allocator's
+        // per-thread cache (about 1 KB) and take `malloc`'s slow path.
+        let request = Box::new(Mutex::new(Some(req)));
+        // One clock read for the call's deadline and its first attempt's limit.
+        let started = Instant::now();
+        let deadline = match started.checked_add(host.timeout) {
+            Some(at) if host.timeout < NEAR_FUTURE => Deadline::at(at),
+            // The core caps a budget past the clock's range.
+            _ => Deadline::after(host.timeout),
+        };
         Box::pin(async move {
             let exts = Mutex::new(std::mem::take(extensions));
-            // Boxed: the deadline's task-local scope would otherwise hold
-            // the retry loop twice (its argument and its scope).
-            let result = Deadline::after(host.timeout)
-                .scope(Box::pin(self.attempts(
+            let result = deadline
+                .scope(self.attempts(
                     &host,
                     &request,
                     &exts,
                     next,
                     idempotent,
                     cache_key.as_ref(),
-                )))
+                    started,
+                ))
                 .await;
             *extensions = exts.into_inner().unwrap_or_else(|p| p.into_inner());
             match result {
-                Ok(resp) if !failed_status(&self.shared.config.rules, resp.status().as_u16()) => {
-                    Ok(resp)
-                }
+                Ok(resp) if !failed_status(&self.shared.rules, resp.status().as_u16()) => Ok(resp),
                 // Boxed: only a failed call pays for the fallback's future.
-                result => Box::pin(self.finish(&host, result, cache_key, url.as_ref())).await,
+                result => Box::pin(self.finish(&host, result, cache_key, url.as_deref())).await,
             }
         })
     }
 }
 
 impl Resilience {
-    /// The retry loop over attempts through the breaker.
+    /// The retry loop over attempts through the breaker; the call began at `started`.
+    #[allow(clippy::too_many_arguments)]
     fn attempts<'a>(
         &'a self,
         host: &'a HostPolicies,
@@ -301,23 +320,29 @@ impl Resilience {
         next: Next<'a>,
         idempotent: bool,
         cache_key: Option<&'a Arc<str>>,
+        started: Instant,
     ) -> impl Future<Output = Result<Response, RetryError<AttemptError>>> + Send + 'a {
-        let config = &self.shared.config;
+        let rules = &self.shared.rules;
         let policy = move |r: Result<&Response, &AttemptError>| -> Decision {
-            decide(&config.rules, idempotent, attempted_of(config, r))
+            decide(rules, idempotent, attempted_of(rules, r))
         };
         let mut n: u32 = 0;
         host.retry.call_with(policy, move || {
             n += 1;
-            self.attempt(host, n, request, exts, next.clone(), cache_key)
+            // The first attempt starts with the call: its clock read serves.
+            let at = if n == 1 { Some(started) } else { None };
+            self.attempt(host, n, at, request, exts, next.clone(), cache_key)
         })
     }
 
     /// One attempt: through the breaker, within its time, recorded.
+    /// `started`: when it began, if the caller has just read the clock.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         host: &HostPolicies,
         n: u32,
+        started: Option<Instant>,
         request: &Mutex<Option<Request>>,
         exts: &Mutex<Extensions>,
         next: Next<'_>,
@@ -325,21 +350,23 @@ impl Resilience {
     ) -> Result<Response, AttemptError> {
         let req = {
             let mut slot = request.lock().unwrap_or_else(|p| p.into_inner());
-            let req = slot.take();
+            let Some(req) = slot.take() else {
+                return Err(AttemptError::NotReplayable);
+            };
             // A copy for the next attempt before this one consumes the
             // request; the last attempt has no next one.
             if n < host.max_attempts {
-                *slot = req.as_ref().and_then(replay::copy_for_retry);
+                *slot = replay::copy_for_retry(&req);
             }
             req
         };
-        // `ok_or` takes the whole `Option`: a pattern would move out of it in
-        // place, and the future would keep room for it across the await.
-        let req = req.ok_or(AttemptError::NotReplayable)?;
-        let config = &self.shared.config;
-        let started = tokio::time::Instant::now();
+        let rules = &self.shared.rules;
+        let started = started.unwrap_or_else(Instant::now);
+        // What the deadline leaves, measured from `started`: no second clock read.
         let limit = match Deadline::current() {
-            Some(d) => host.attempt_timeout.min(d.remaining()),
+            Some(d) => host
+                .attempt_timeout
+                .min(d.instant().saturating_duration_since(started)),
             None => host.attempt_timeout,
         };
         let permit = match host.breaker.try_acquire() {
@@ -396,8 +423,8 @@ impl Resilience {
             Ok(Err(e)) => Err(transport(e)),
             Err(_) => Err(AttemptError::TimedOut(limit)),
         };
-        let attempted = attempted_of(config, result.as_ref());
-        permit.record(breaker_outcome(&config.rules, attempted));
+        let attempted = attempted_of(rules, result.as_ref());
+        permit.record(breaker_outcome(rules, attempted));
         if self.shared.observer.is_some() {
             let outcome = match &result {
                 Ok(resp) => AttemptOutcome::Status(resp.status().as_u16()),
@@ -413,13 +440,7 @@ impl Resilience {
         result
     }
 
-    fn report(
-        &self,
-        host: &HostPolicies,
-        n: u32,
-        outcome: AttemptOutcome,
-        started: tokio::time::Instant,
-    ) {
+    fn report(&self, host: &HostPolicies, n: u32, outcome: AttemptOutcome, started: Instant) {
         if let Some(o) = &self.shared.observer {
             o.on_attempt(&AttemptReport {
                 key: &host.key,
@@ -439,9 +460,10 @@ impl Resilience {
         cache_key: Option<Arc<str>>,
         url: Option<&reqwest::Url>,
     ) -> reqwest_middleware::Result<Response> {
-        let config = &self.shared.config;
         let failed = match result {
-            Ok(resp) if !failed_status(&config.rules, resp.status().as_u16()) => return Ok(resp),
+            Ok(resp) if !failed_status(&self.shared.rules, resp.status().as_u16()) => {
+                return Ok(resp);
+            }
             Ok(resp) => Ok(resp),
             Err(e) => Err(e),
         };

@@ -18,7 +18,11 @@ pub(crate) fn copy_for_retry(req: &Request) -> Option<Request> {
         return req.try_clone();
     }
     let mut copy = Request::new(req.method().clone(), req.url().clone());
-    *copy.headers_mut() = req.headers().clone();
+    // `Request::new` made an empty map already: cloning an empty one would
+    // only copy its empty tables over it.
+    if !req.headers().is_empty() {
+        *copy.headers_mut() = req.headers().clone();
+    }
     *copy.version_mut() = req.version();
     if let Some(t) = req.timeout() {
         *copy.timeout_mut() = Some(*t);

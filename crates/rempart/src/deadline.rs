@@ -26,6 +26,8 @@
 //! ```
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -65,6 +67,30 @@ impl Deadline {
         }
     }
 
+    /// The deadline `at`, an instant of tokio's clock (for a caller that
+    /// has just read the clock and would otherwise read it again).
+    pub fn at(at: Instant) -> Deadline {
+        Deadline { at }
+    }
+
+    /// The instant it falls at, on tokio's clock: a caller that has read
+    /// the clock can measure what is left without reading it again.
+    ///
+    /// ```
+    /// use rempart::deadline::Deadline;
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+    /// let now = Instant::now();
+    /// let d = Deadline::at(now + Duration::from_secs(2));
+    /// assert_eq!(d.instant().saturating_duration_since(now), Duration::from_secs(2));
+    /// # });
+    /// ```
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
+
     /// The deadline of the work this task is doing, if one was set.
     pub fn current() -> Option<Deadline> {
         CURRENT.try_with(|d| *d).ok()
@@ -80,10 +106,20 @@ impl Deadline {
         self.remaining().is_zero()
     }
 
-    /// Runs `fut` under this deadline, or under the current one if that is sooner.
-    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
-        let effective = Deadline::current().map_or(self, |outer| outer.min(self));
-        CURRENT.scope(effective, fut).await
+    /// Runs `fut` under this deadline, or under the current one if that is
+    /// sooner (the current one as of the first poll). The deadline is in
+    /// scope while `fut` is polled; a scope dropped unfinished drops `fut`
+    /// outside it.
+    //
+    // A plain future rather than an `async fn`: an `async fn` holds `fut`
+    // twice (its argument and the scope it awaits), so a caller with a large
+    // future had to box it to keep the state small.
+    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        Scope {
+            deadline: self,
+            settled: false,
+            fut,
+        }
     }
 
     /// Writes the remaining budget into `headers` for the next hop.
@@ -109,6 +145,35 @@ impl Deadline {
             (Some(a), Some(b)) => Some(Deadline::after(a.min(b))),
             (a, b) => a.or(b).map(Deadline::after),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Deadline::scope`]: `fut`, polled with the deadline in
+    /// the task-local scope (as tokio's `TaskLocalFuture` does, each poll).
+    struct Scope<F> {
+        deadline: Deadline,
+        // Whether `deadline` is the effective one yet: the sooner of this
+        // scope's and the enclosing one is taken at the first poll.
+        settled: bool,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Scope<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if !*this.settled {
+            if let Some(outer) = Deadline::current() {
+                *this.deadline = outer.min(*this.deadline);
+            }
+            *this.settled = true;
+        }
+        let fut = this.fut;
+        CURRENT.sync_scope(*this.deadline, || fut.poll(cx))
     }
 }
 

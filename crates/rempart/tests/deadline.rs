@@ -188,3 +188,18 @@ async fn without_a_deadline_the_pipeline_timeout_and_retries_are_unchanged() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(start.elapsed(), Duration::from_millis(3020));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_scope_made_outside_a_sooner_one_still_ends_with_it() {
+    // Built before the outer scope exists, awaited inside it: the sooner
+    // deadline is the one in force, so the inner work cannot outlive its caller.
+    let inner = Deadline::after(10 * S).scope(async { Deadline::current().unwrap().remaining() });
+    let left = Deadline::after(2 * S).scope(inner).await;
+    assert_eq!(left, 2 * S);
+    let outside = Deadline::after(3 * S).scope(async {
+        tokio::time::sleep(S).await;
+        Deadline::current().unwrap().remaining()
+    });
+    assert_eq!(outside.await, 2 * S, "the scope holds across an await");
+    assert_eq!(Deadline::current(), None, "and ends with its work");
+}
