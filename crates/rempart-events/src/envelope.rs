@@ -5,7 +5,7 @@
 //! `dateCommerciale`. Readers (the projection, closures) decode with
 //! [`decode`], writers encode with [`encode`], so both agree on one layout.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::store::{Metadata, NewEvent, RecordedEvent};
 use crate::ticket::{BusinessDate, TicketEvent, TicketMeta};
@@ -61,9 +61,9 @@ pub fn encode(meta: &TicketMeta, event: &TicketEvent) -> NewEvent {
 pub fn decode(
     recorded: &RecordedEvent,
 ) -> Result<Option<(TicketMeta, TicketEvent)>, EnvelopeError> {
-    if !TICKET_KINDS.contains(&recorded.event_type.as_str()) {
+    let Some(event) = payload_event(&recorded.event_type, &recorded.payload) else {
         return Ok(None);
-    }
+    };
     let bad = |reason: String| EnvelopeError {
         position: recorded.position,
         event_type: recorded.event_type.clone(),
@@ -76,9 +76,7 @@ pub fn decode(
         .and_then(Value::as_str)
         .ok_or_else(|| bad(format!("its metadata has no {BUSINESS_DATE_KEY}")))?;
     let business_date: BusinessDate = date.parse().map_err(|e| bad(format!("{e}")))?;
-    let mut event: TicketEvent =
-        serde_json::from_value(json!({"type": recorded.event_type, "payload": recorded.payload}))
-            .map_err(|e| bad(e.to_string()))?;
+    let mut event = event.map_err(|e| bad(e.to_string()))?;
     // A close marked training on either side stays out of fiscal totals.
     if let TicketEvent::Closed(c) = &mut event {
         c.training |= recorded.metadata.training;
@@ -91,11 +89,39 @@ pub fn decode(
     Ok(Some((meta, event)))
 }
 
+/// The ticket event of kind `kind` from its payload, read in place
+/// (`&Value` is a deserializer): the replay's hot path, where building a
+/// tagged JSON copy of every payload for the enum cost more than the fold.
+/// `None`: not a ticket kind. The kinds are [`TICKET_KINDS`]; a unit test
+/// checks this match against them and against [`TicketEvent::kind`].
+fn payload_event(kind: &str, payload: &Value) -> Option<Result<TicketEvent, serde_json::Error>> {
+    use serde::Deserialize;
+    fn read<'a, T: Deserialize<'a>>(
+        payload: &'a Value,
+        wrap: fn(T) -> TicketEvent,
+    ) -> Option<Result<TicketEvent, serde_json::Error>> {
+        Some(T::deserialize(payload).map(wrap))
+    }
+    match kind {
+        "TICKET_OUVERT" => read(payload, TicketEvent::Opened),
+        "ARTICLE_AJOUTE" => read(payload, TicketEvent::ArticleAdded),
+        "ARTICLE_RETIRE" => read(payload, TicketEvent::ArticleRemoved),
+        "REMISE_APPLIQUEE" => read(payload, TicketEvent::DiscountApplied),
+        "PAIEMENT_RECU" => read(payload, TicketEvent::PaymentReceived),
+        "TICKET_SUSPENDU" => read(payload, TicketEvent::Suspended),
+        "TICKET_REPRIS" => read(payload, TicketEvent::Resumed),
+        "TICKET_CLOS" => read(payload, TicketEvent::Closed),
+        "TICKET_ANNULE" => read(payload, TicketEvent::Cancelled),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::money::{Cents, VatRate, ticket_totals};
     use crate::ticket::TicketClosed;
+    use serde_json::json;
 
     fn recorded(e: NewEvent) -> RecordedEvent {
         RecordedEvent {
@@ -113,6 +139,79 @@ mod tests {
             chain_hash: [0; 32],
             signature: None,
         }
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_the_in_place_decode() {
+        use crate::money::Discount;
+        use crate::ticket::{
+            ArticleAdded, ArticleRemoved, DiscountApplied, PaymentMode, PaymentReceived,
+            TicketCancelled, TicketOpened, TicketResumed, TicketSuspended,
+        };
+        let meta = TicketMeta {
+            store_id: "magasin-1".into(),
+            register_id: "caisse-1".into(),
+            business_date: "2026-11-29".parse().unwrap(),
+        };
+        let totals = ticket_totals(&[(VatRate::NORMAL, Cents::new(12_00))], &[]).unwrap();
+        let events = [
+            TicketEvent::Opened(TicketOpened {
+                ticket_id: "T-1".into(),
+                cashier_id: "caissier-1".into(),
+                register_id: "caisse-1".into(),
+                training: false,
+            }),
+            TicketEvent::ArticleAdded(ArticleAdded {
+                code_ean: "3017620422003".into(),
+                label: "pâte à tartiner".into(),
+                quantity: 2,
+                unit_price: Cents::new(6_00),
+                vat_rate: VatRate::NORMAL,
+            }),
+            TicketEvent::ArticleRemoved(ArticleRemoved {
+                code_ean: "3017620422003".into(),
+                quantity: 1,
+            }),
+            TicketEvent::DiscountApplied(DiscountApplied {
+                discount: Discount::Percent { basis_points: 1000 },
+                reason: "carte fidélité".into(),
+            }),
+            TicketEvent::PaymentReceived(PaymentReceived {
+                mode: PaymentMode::Card,
+                amount: Cents::new(12_00),
+            }),
+            TicketEvent::Suspended(TicketSuspended {
+                register_id: "caisse-1".into(),
+            }),
+            TicketEvent::Resumed(TicketResumed {
+                register_id: "caisse-2".into(),
+            }),
+            TicketEvent::Closed(TicketClosed::from_totals(totals, "0001", false).unwrap()),
+            TicketEvent::Cancelled(TicketCancelled {
+                reason: "client parti".into(),
+            }),
+        ];
+        let kinds: Vec<&str> = events.iter().map(TicketEvent::kind).collect();
+        assert_eq!(kinds, TICKET_KINDS, "one event of each stored kind");
+        for event in events {
+            let r = recorded(encode(&meta, &event));
+            assert_eq!(decode(&r).unwrap(), Some((meta.clone(), event)));
+        }
+    }
+
+    #[test]
+    fn a_payload_of_another_kind_is_refused_with_its_position() {
+        let mut r = recorded(NewEvent::new(
+            "TICKET_CLOS",
+            json!({"mode": "CB", "montant": 100}),
+            Metadata::new("magasin-1", "caisse-1"),
+        ));
+        r.metadata.extra.insert(
+            BUSINESS_DATE_KEY.to_owned(),
+            Value::String("2026-11-29".into()),
+        );
+        let e = decode(&r).unwrap_err();
+        assert_eq!((e.position, e.event_type.as_str()), (7, "TICKET_CLOS"));
     }
 
     #[test]

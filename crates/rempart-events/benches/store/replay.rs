@@ -26,7 +26,11 @@ const EVENTS: u64 = TICKETS as u64 * 10;
 fn fold(states: &mut HashMap<String, Ticket>, events: &[RecordedEvent]) {
     for e in events {
         if let Some((_, event)) = decode(e).unwrap() {
-            let state = states.entry(e.stream_id.clone()).or_default();
+            // The stream id is cloned only for a stream not seen yet.
+            let state = match states.get_mut(&e.stream_id) {
+                Some(state) => state,
+                None => states.entry(e.stream_id.clone()).or_default(),
+            };
             *state = apply(std::mem::take(state), &event);
         }
     }
