@@ -18,7 +18,12 @@
 //!    embedded worker of a gateway whose service answers at once (a
 //!    keep-alive upstream on loopback): jobs/s until all are stored.
 //!
+//! 4. `sweep` (only when named): the 202 path's and the raw confirmed
+//!    publish's p50/p99 at each fixed rate of `OPEN_RATES` (default
+//!    `1000,2500,5000` per second), to see where the broker's own tail begins.
+//!
 //! `cargo bench -p rempart-gateway --bench queue`
+//! `OPEN_RATES=1000,2500,5000 cargo bench -p rempart-gateway --bench queue -- sweep`
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -322,10 +327,7 @@ async fn accept() -> (f64, f64, f64) {
     let gw = gateway(refusing_port(), &names, true).await;
     let addr = gw.addr;
     let client = http_client();
-    // Warm up: the broker link, the breaker opening.
-    for _ in 0..50 {
-        upload(&client, addr).await;
-    }
+    warm_up(&client, addr).await;
     let accepted = Arc::new(AtomicU64::new(0));
     let other = Arc::new(AtomicBool::new(false));
     let until = Instant::now() + Duration::from_secs(SECS);
@@ -356,15 +358,39 @@ async fn accept() -> (f64, f64, f64) {
 
     // Open loop at half the rate: each upload sent on schedule, whatever
     // the ones before it are doing.
-    let latencies = open_loop(rate / 2.0, || {
-        let client = client.clone();
-        async move { assert_eq!(upload(&client, addr).await, 202) }
-    })
-    .await;
-    let (p50, p99) = percentiles(latencies);
+    let (p50, p99) = percentiles(uploads_on_schedule(&client, addr, rate / 2.0).await);
     gw.shutdown().await;
     delete(&names).await;
     (rate, p50, p99)
+}
+
+/// The broker link, the breaker opening.
+async fn warm_up(client: &HttpClient, addr: SocketAddr) {
+    for _ in 0..50 {
+        upload(client, addr).await;
+    }
+}
+
+/// Uploads sent on schedule at `rate`, each one's time to its 202.
+async fn uploads_on_schedule(client: &HttpClient, addr: SocketAddr, rate: f64) -> Vec<Duration> {
+    open_loop(rate, || {
+        let client = client.clone();
+        async move { assert_eq!(upload(&client, addr).await, 202) }
+    })
+    .await
+}
+
+/// The 202 path's (p50, p99) ms at a fixed `rate`, open loop, on a gateway
+/// of its own whose service is down (as in `accept`).
+async fn accept_latency(rate: f64) -> (f64, f64) {
+    let names = unique("acceptlat");
+    let gw = gateway(refusing_port(), &names, true).await;
+    let client = http_client();
+    warm_up(&client, gw.addr).await;
+    let latencies = uploads_on_schedule(&client, gw.addr, rate).await;
+    gw.shutdown().await;
+    delete(&names).await;
+    percentiles(latencies)
 }
 
 /// Jobs stored per second by the embedded worker, `JOBS` waiting at start.
@@ -505,6 +531,22 @@ fn main() {
                     &d50,
                     &d99,
                 );
+            }
+        }
+        // Only when asked: the 202 path's and the raw publish's latency at
+        // fixed rates (`OPEN_RATES`, per second), to see where the broker's
+        // own tail begins.
+        if wanted.iter().any(|w| w == "sweep") {
+            let rates: Vec<f64> = std::env::var("OPEN_RATES")
+                .unwrap_or_else(|_| "1000,2500,5000".into())
+                .split(',')
+                .map(|r| r.trim().parse().expect("OPEN_RATES: numbers, comma-separated"))
+                .collect();
+            for rate in rates {
+                let (a50, a99) = latencies(runs, || accept_latency(rate)).await;
+                report_latency(&format!("sweep {rate:.0}/s: 202 path"), &a50, &a99);
+                let (r50, r99) = latencies(runs, || raw_latency(rate)).await;
+                report_latency(&format!("sweep {rate:.0}/s: raw confirmed publish"), &r50, &r99);
             }
         }
         if want("worker") {
