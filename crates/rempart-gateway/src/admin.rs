@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::proxy::Gateway;
+use crate::queue::topology::QueueNames;
 use crate::server::Live;
 
 /// The header every admin `POST` carries (or the bearer token).
@@ -167,25 +168,32 @@ async fn ready(State(admin): State<Admin>) -> Response {
 /// shows the last depths read, rather than hang on a silent broker.
 const DEPTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn metrics(State(admin): State<Admin>) -> Response {
-    let gateway = &admin.gateway;
+/// Each queued service's queue depths (`queue`, messages ready), read with
+/// passive declares within [`DEPTH_DEADLINE`]; `None` for all when the
+/// broker did not answer in time, an error per service that failed.
+async fn queue_depths(
+    gateway: &Gateway,
+) -> Option<Vec<(String, Result<Vec<(String, u32)>, String>)>> {
     let reads = gateway.services().into_iter().filter_map(|s| {
         let queue = Arc::clone(s.queue()?);
         let service = s.config.name.clone();
         Some(async move { (service, queue.depths().await) })
     });
-    if let Ok(read) =
-        tokio::time::timeout(DEPTH_DEADLINE, futures_util::future::join_all(reads)).await
-    {
-        for (service, depths) in read {
-            match depths {
-                Ok(depths) => {
-                    for (queue, n) in depths {
-                        gateway.metrics().set_queue_depth(&service, &queue, n);
-                    }
+    tokio::time::timeout(DEPTH_DEADLINE, futures_util::future::join_all(reads))
+        .await
+        .ok()
+}
+
+async fn metrics(State(admin): State<Admin>) -> Response {
+    let gateway = &admin.gateway;
+    for (service, depths) in queue_depths(gateway).await.unwrap_or_default() {
+        match depths {
+            Ok(depths) => {
+                for (queue, n) in depths {
+                    gateway.metrics().set_queue_depth(&service, &queue, n);
                 }
-                Err(e) => tracing::debug!(%service, error = %e, "job queue depths not read"),
             }
+            Err(e) => tracing::debug!(%service, error = %e, "job queue depths not read"),
         }
     }
     (
@@ -199,11 +207,44 @@ async fn metrics(State(admin): State<Admin>) -> Response {
 }
 
 async fn status(State(admin): State<Admin>) -> impl IntoResponse {
+    let depths = queue_depths(&admin.gateway).await;
     let services: Vec<_> = admin
         .gateway
         .services()
         .iter()
         .map(|s| {
+            // Deferred jobs beside the breaker: counters, and what waits in
+            // each queue (null when the broker did not answer in time).
+            let jobs = s.queue().map(|_| {
+                let c = admin.gateway.metrics().jobs(&s.config.name);
+                let read = depths.as_ref().and_then(|all| {
+                    all.iter()
+                        .find(|(name, _)| *name == s.config.name)
+                        .and_then(|(_, d)| d.as_ref().ok())
+                });
+                let names = s.config.queue.as_ref().map(|q| QueueNames::new(&q.name));
+                let waiting = read.zip(names).map(|(d, names)| {
+                    let (mut work, mut delayed, mut dead) = (0u64, 0u64, 0u64);
+                    for (queue, n) in d {
+                        let slot = if *queue == names.work {
+                            &mut work
+                        } else if *queue == names.dead {
+                            &mut dead
+                        } else {
+                            &mut delayed
+                        };
+                        *slot += u64::from(*n);
+                    }
+                    json!({ "work": work, "delayed": delayed, "dead": dead })
+                });
+                json!({
+                    "queued": c.queued.get(),
+                    "completed": c.completed.get(),
+                    "retried": c.retried.get(),
+                    "dead_lettered": c.dead_lettered.get(),
+                    "waiting": waiting,
+                })
+            });
             let m = s.breaker.metrics();
             let [p50, p99] = s.latency.quantiles_ms([0.5, 0.99]);
             let now = s.upstreams.now();
@@ -233,6 +274,7 @@ async fn status(State(admin): State<Admin>) -> impl IntoResponse {
                 })).collect::<Vec<_>>(),
                 "upstreams_available": s.upstreams.available(),
                 "latency_ms": { "p50": p50, "p99": p99 },
+                "jobs": jobs,
             })
         })
         .collect();
