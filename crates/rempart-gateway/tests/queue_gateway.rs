@@ -324,6 +324,58 @@ async fn another_client_polling_a_job_gets_what_an_unknown_id_gets() {
     gw.shutdown().await;
 }
 
+/// A browser's other cookies change between its upload and its poll
+/// (analytics, CSRF); with `owner_cookies` only the session says whose job
+/// it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_owner_cookies_a_changed_analytics_cookie_still_reads_its_job() {
+    let names = unique_names("gw-cookies");
+    let _cleanup = cleanup(&names);
+    let gw = gateway_with(
+        failing().await,
+        AMQP,
+        &names.work,
+        r#", worker = false, owner_cookies = ["session"]"#,
+    )
+    .await;
+    let id = upload(&gw, &[("cookie", "session=alice; _ga=GA1.1")])
+        .await
+        .job_id();
+    let later = poll(&gw, &id, &[("cookie", "_ga=GA1.2; session=alice")]).await;
+    assert_eq!(later.status, 200, "{:?}", later.body);
+    assert_eq!(later.json()["status"], "queued");
+    // Another session, or none, is a stranger.
+    assert_eq!(
+        poll(&gw, &id, &[("cookie", "session=bob; _ga=GA1.1")])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(poll(&gw, &id, &[("cookie", "_ga=GA1.1")]).await.status, 404);
+    gw.shutdown().await;
+
+    // Without `owner_cookies`, the whole Cookie header is the credential.
+    let names = unique_names("gw-allcookies");
+    let _cleanup = cleanup(&names);
+    let gw = gateway_with(failing().await, AMQP, &names.work, ", worker = false").await;
+    let id = upload(&gw, &[("cookie", "session=alice; _ga=GA1.1")])
+        .await
+        .job_id();
+    assert_eq!(
+        poll(&gw, &id, &[("cookie", "session=alice; _ga=GA1.1")])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        poll(&gw, &id, &[("cookie", "session=alice; _ga=GA1.2")])
+            .await
+            .status,
+        404
+    );
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_circuit_defers_and_the_worker_takes_nothing_until_it_closes() {
     let names = unique_names("gw-open");

@@ -145,6 +145,11 @@ pub struct QueueConfig {
     /// Whether `rempart gateway` replays this queue's jobs itself. Default
     /// true; false when a separate `rempart worker` does.
     pub worker: bool,
+    /// `owner_cookies`: the cookies that say who a client is (its session),
+    /// so that cookies which change between requests (analytics, CSRF) do
+    /// not make a client a stranger to its own job. Empty (the default):
+    /// the whole `Cookie` header counts.
+    pub owner_cookies: Vec<String>,
 }
 
 /// `queue.results`.

@@ -101,6 +101,29 @@ impl<'t> Reader<'t> {
         Some((item, at, join(s.path, key)))
     }
 
+    /// The array at `key`, its offset and its full path; `None` if absent,
+    /// or if it is not an array (reported, with `example` to follow).
+    pub(super) fn array<'a>(
+        &mut self,
+        s: Section<'a>,
+        key: &str,
+        example: &str,
+    ) -> Option<(&'a toml_edit::Array, usize, String)> {
+        let (item, at, path) = self.entry(s, key)?;
+        match item.as_array() {
+            Some(array) => Some((array, at, path)),
+            None => {
+                let got = describe(item);
+                self.problem(
+                    at,
+                    path,
+                    format!("expected an array such as {example}, got {got}"),
+                );
+                None
+            }
+        }
+    }
+
     pub(super) fn missing(&mut self, s: Section<'_>, key: &str, what: &str) {
         let where_ = if s.path.is_empty() {
             "the top level".to_owned()

@@ -66,9 +66,10 @@ impl Gateway {
         }
         // A client's jobs, answered to their owner only.
         if let Some(id) = Self::is_job_poll(&state, &parts.method, parts.uri.path()) {
-            let owner = crate::queue::owner::Owner::of(&parts.headers, client.client);
             // Boxed, like `forward`: the handler's future stays small.
-            return refuse(Box::pin(self.poll_job(&state, id, owner)).await);
+            return refuse(
+                Box::pin(self.poll_job(&state, id, &parts.headers, client.client)).await,
+            );
         }
         let Some(route) = state.router.route(parts.uri.path()).cloned() else {
             return refuse(json_error(

@@ -60,7 +60,7 @@ impl Gateway {
                 return None;
             }
         };
-        let owner = Owner::of(&parts.headers, client.client);
+        let owner = Owner::identified_by(&parts.headers, client.client, owner_cookies(service));
         // Its own task: a client leaving mid-way must not cut a defer between
         // claiming its key and publishing, which would leave the key naming
         // a job never queued.
@@ -82,15 +82,26 @@ impl Gateway {
         }
     }
 
-    /// `GET /jobs/{id}` for the client owning `owner`: the job as its queue
-    /// keeps it, and for anyone else exactly what an unknown id gets.
-    pub(super) async fn poll_job(&self, state: &State, id: &str, asker: Owner) -> Response<Body> {
-        let queues = state.services.iter().filter_map(|s| s.queue.as_ref());
+    /// `GET /jobs/{id}` for the client sending `headers` from `client`: the
+    /// job as its queue keeps it when the client owns it (by that service's
+    /// `owner_cookies`), and for anyone else exactly what an unknown id gets.
+    pub(super) async fn poll_job(
+        &self,
+        state: &State,
+        id: &str,
+        headers: &http::HeaderMap,
+        client: std::net::IpAddr,
+    ) -> Response<Body> {
+        let queues = state
+            .services
+            .iter()
+            .filter_map(|s| Some((s.queue.as_ref()?, owner_cookies(s))));
         let Ok(id) = id.parse::<JobId>() else {
             return made(poll_answer(Poll::Unknown));
         };
         let mut not_found = Poll::Unknown;
-        for queue in queues {
+        for (queue, cookies) in queues {
+            let asker = Owner::identified_by(headers, client, cookies);
             match queue.lookup(id, &asker).await {
                 Ok(Some(found)) => return made(poll_answer(Poll::Found(found))),
                 Ok(None) => {
@@ -284,4 +295,14 @@ async fn outcome(tried: Tried, limit: u64, wall_deadline: tokio::time::Instant) 
             ReplayOutcome::Failed("the upstream's answer did not arrive in time".into())
         }
     }
+}
+
+/// The cookies that identify a job's owner for `service` (its queue's
+/// `owner_cookies`; empty: the whole `Cookie` header).
+fn owner_cookies(service: &Service) -> &[String] {
+    service
+        .config
+        .queue
+        .as_ref()
+        .map_or(&[], |q| q.owner_cookies.as_slice())
 }

@@ -27,16 +27,60 @@ impl Owner {
     /// (the address the gateway resolved through its trusted proxies): its
     /// credentials when it sends any, else its address. Clients behind one
     /// address without credentials are one owner.
+    ///
+    /// ```
+    /// use rempart_gateway::queue::owner::Owner;
+    /// let mut h = http::HeaderMap::new();
+    /// h.insert("authorization", "Bearer alice".parse().unwrap());
+    /// assert_eq!(Owner::of(&h, [10, 0, 0, 1].into()), Owner::of(&h, [10, 0, 0, 2].into()));
+    /// ```
     pub fn of(headers: &HeaderMap, client: IpAddr) -> Owner {
+        Owner::identified_by(headers, client, &[])
+    }
+
+    /// As [`Owner::of`], with only the cookies named in `cookies` (a
+    /// service's `owner_cookies`) counted among the credentials, so that
+    /// other cookies changing between requests do not change the owner.
+    /// An empty `cookies` counts the whole `Cookie` header.
+    ///
+    /// ```
+    /// use rempart_gateway::queue::owner::Owner;
+    /// let with = |cookie: &str| {
+    ///     let mut h = http::HeaderMap::new();
+    ///     h.insert("cookie", cookie.parse().unwrap());
+    ///     Owner::identified_by(&h, [10, 0, 0, 1].into(), &["session".to_owned()])
+    /// };
+    /// assert_eq!(with("session=abc; _ga=1"), with("_ga=2; session=abc"));
+    /// assert_ne!(with("session=abc"), with("session=xyz"));
+    /// ```
+    pub fn identified_by(headers: &HeaderMap, client: IpAddr, cookies: &[String]) -> Owner {
         let mut h = Sha256::new();
         let mut any = false;
+        let mut credential = |h: &mut Sha256, name: &[u8], value: &[u8]| {
+            any = true;
+            // Lengths first, so no two header sets hash the same input.
+            h.update(name);
+            h.update((value.len() as u64).to_be_bytes());
+            h.update(value);
+        };
         for name in CREDENTIALS {
+            if name == "cookie" && !cookies.is_empty() {
+                // Only the named cookies, in the configured order, whatever
+                // order the client sent them in.
+                for wanted in cookies {
+                    for value in headers.get_all(name) {
+                        for (n, v) in cookie_pairs(value.as_bytes()) {
+                            if n == wanted.as_bytes() {
+                                credential(&mut h, b"cookie-pair", n);
+                                credential(&mut h, b"cookie-value", v);
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
             for value in headers.get_all(name) {
-                any = true;
-                // Lengths first, so no two header sets hash the same input.
-                h.update(name.as_bytes());
-                h.update((value.len() as u64).to_be_bytes());
-                h.update(value.as_bytes());
+                credential(&mut h, name.as_bytes(), value.as_bytes());
             }
         }
         if !any {
@@ -85,6 +129,16 @@ impl fmt::Debug for Owner {
     }
 }
 
+/// The `name=value` pairs of one `Cookie` header, trimmed (RFC 6265's
+/// `; `-separated list; a pair without `=` is skipped).
+fn cookie_pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    header.split(|b| *b == b';').filter_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
+    })
+}
+
 /// What `asker` may see of a job whose store holds `stored`, owned by
 /// `owner`: all of it when it is the owner, nothing otherwise. A job with no
 /// owner on record is hidden too: a poll fails closed.
@@ -130,6 +184,29 @@ mod tests {
         // Unrelated headers do not change who the client is.
         let traced = headers(&[("authorization", "Bearer alice"), ("x-trace", "1")]);
         assert_eq!(Owner::of(&traced, A), Owner::of(&alice, A));
+    }
+
+    #[test]
+    fn with_owner_cookies_only_the_session_cookies_say_who_the_client_is() {
+        let session = ["session".to_owned()];
+        let of = |cookie: &str| Owner::identified_by(&headers(&[("cookie", cookie)]), A, &session);
+        // Other cookies, their order and spacing change nothing.
+        assert_eq!(of("session=alice; _ga=1"), of("_ga=2;session=alice"));
+        assert_eq!(of("session=alice"), of("theme=dark; session=alice"));
+        // The session cookie does; a cookie whose name merely contains it does not count.
+        assert_ne!(of("session=alice"), of("session=bob"));
+        assert_ne!(of("session=alice"), of("xsession=alice"));
+        // Without the session cookie (or any credential) the address is the owner.
+        assert_eq!(of("_ga=1"), Owner::of(&HeaderMap::new(), A));
+        // Authorization still counts beside it.
+        let both = headers(&[("cookie", "session=alice"), ("authorization", "Bearer a")]);
+        assert_ne!(
+            Owner::identified_by(&both, A, &session),
+            of("session=alice")
+        );
+        // Without owner_cookies, every cookie counts, as before.
+        let all = |cookie: &str| Owner::of(&headers(&[("cookie", cookie)]), A);
+        assert_ne!(all("session=alice; _ga=1"), all("session=alice; _ga=2"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::reader::{OkOrDefault, Reader, Section, describe, join, start};
+use crate::config::reader::{OkOrDefault, Reader, Section, join, start};
 use crate::config::{QueueConfig, ResultsBackend};
 
 impl Reader<'_> {
@@ -27,6 +27,7 @@ impl Reader<'_> {
                 "result_ttl",
                 "results",
                 "worker",
+                "owner_cookies",
             ],
         );
         let amqp_url = self.value(
@@ -94,6 +95,7 @@ impl Reader<'_> {
             );
         }
         let worker = self.bool(q, "worker", true);
+        let owner_cookies = self.owner_cookies(q);
         // A bad URL is already reported and fails the parse; the queue is kept
         // so its routes' `queue_methods` are not refused a second time.
         Some(QueueConfig {
@@ -105,7 +107,36 @@ impl Reader<'_> {
             result_ttl,
             results,
             worker,
+            owner_cookies,
         })
+    }
+
+    /// `owner_cookies`: cookie names (RFC 6265 tokens), each at most once.
+    fn owner_cookies(&mut self, q: Section<'_>) -> Vec<String> {
+        let Some((array, at, path)) = self.array(q, "owner_cookies", "[\"session\"]") else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = Vec::new();
+        for (i, v) in array.iter().enumerate() {
+            let vat = start(v.span()).unwrap_or(at);
+            match v.as_str().filter(|n| is_cookie_name(n)) {
+                Some(n) if out.iter().any(|o| o == n) => self.problem(
+                    vat,
+                    format!("{path}[{i}]"),
+                    format!("{n:?} is listed twice; list each cookie once"),
+                ),
+                Some(n) => out.push(n.to_owned()),
+                None => self.problem(
+                    vat,
+                    format!("{path}[{i}]"),
+                    format!(
+                        "expected a cookie name such as \"session\" (letters, digits and !#$%&'*+-.^_`|~), got {}",
+                        v.to_string().trim()
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     fn queue_backoff(&mut self, q: Section<'_>) -> (Duration, Duration) {
@@ -139,16 +170,7 @@ impl Reader<'_> {
         s: Section<'_>,
         queued: Option<bool>,
     ) -> Vec<http::Method> {
-        let Some((item, at, path)) = self.entry(s, "queue_methods") else {
-            return Vec::new();
-        };
-        let Some(array) = item.as_array() else {
-            let got = describe(item);
-            self.problem(
-                at,
-                path,
-                format!("expected an array such as [\"POST\"], got {got}"),
-            );
+        let Some((array, at, path)) = self.array(s, "queue_methods", "[\"POST\"]") else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -179,6 +201,14 @@ impl Reader<'_> {
         }
         out
     }
+}
+
+/// A cookie name as RFC 6265 allows it: a non-empty HTTP token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
@@ -232,6 +262,7 @@ service = "optimizer"
                 result_ttl: Duration::from_secs(86_400),
                 results: ResultsBackend::Memory,
                 worker: true,
+                owner_cookies: Vec::new(),
             })
         );
         assert_eq!(c.routes[0].queue_methods, [http::Method::POST]);
@@ -255,6 +286,45 @@ service = "optimizer"
             "",
         ));
         assert!(p[0].2.contains("did you mean `worker`"), "{}", p[0].2);
+    }
+
+    #[test]
+    fn owner_cookies_name_the_session_cookies() {
+        let q = r#"queue = { amqp_url = "amqp://127.0.0.1", owner_cookies = ["session", "__Host-id"] }"#;
+        let c = GatewayConfig::parse(&config(q, "", ""), "t.toml").unwrap();
+        assert_eq!(
+            c.services[0].queue.as_ref().unwrap().owner_cookies,
+            ["session", "__Host-id"]
+        );
+        let p = problems(&config(
+            r#"queue = { amqp_url = "amqp://127.0.0.1", owner_cookies = ["session", "a b", "", 3, "session"] }"#,
+            "",
+            "",
+        ));
+        let keys: Vec<&str> = p.iter().map(|(_, k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "services[0].queue.owner_cookies[1]",
+                "services[0].queue.owner_cookies[2]",
+                "services[0].queue.owner_cookies[3]",
+                "services[0].queue.owner_cookies[4]",
+            ],
+            "{p:?}"
+        );
+        assert!(p[0].2.contains("cookie name"), "{}", p[0].2);
+        assert!(p[3].2.contains("listed twice"), "{}", p[3].2);
+        let p = problems(&config(
+            r#"queue = { amqp_url = "amqp://127.0.0.1", owner_cookies = "session" }"#,
+            "",
+            "",
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            (p[0].0, p[0].1.as_str()),
+            (5, "services[0].queue.owner_cookies")
+        );
+        assert!(p[0].2.contains("expected an array"), "{}", p[0].2);
     }
 
     #[test]
