@@ -1,6 +1,8 @@
 //! `rempart worker` end to end: exit codes for a bad config and an
 //! unreachable broker, the drain on SIGTERM, and a job published to the work
-//! queue replayed to a local upstream with its result landing in Redis. Real
+//! queue replayed to a local upstream with its result landing in Redis, and
+//! a worker killed with SIGKILL mid-job whose job the next worker completes
+//! once. Real
 //! RabbitMQ on 127.0.0.1:5672 and Redis on 6379, names of this test's own.
 
 use std::process::{Output, Stdio};
@@ -303,5 +305,139 @@ async fn a_published_job_is_replayed_to_the_upstream_and_its_result_lands_in_red
         vec![Some(id.to_string())],
         "the upstream got the replay once, with X-Job-Id"
     );
+    assert_eq!(code, Some(0));
+}
+
+/// Seed 002's worker under a real crash: `rempart worker` is killed with
+/// SIGKILL while the upstream holds its replay (no ack, no result), and a
+/// second worker replays the job from RabbitMQ: it completes once, with the
+/// same job id and `Idempotency-Key`, and the work queue ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_with_sigkill_mid_job_leaves_it_to_the_next_worker_which_completes_it_once()
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // While `hang` is set the upstream takes the replay and never answers.
+    let hang = Arc::new(AtomicBool::new(true));
+    let seen: Arc<Mutex<Vec<(Option<String>, Option<String>, bool)>>> = Arc::default();
+    let upstream = {
+        let (hang, seen) = (Arc::clone(&hang), Arc::clone(&seen));
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let (hang, seen) = (Arc::clone(&hang), Arc::clone(&seen));
+            async move {
+                let header = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let hung = hang.load(Ordering::SeqCst);
+                seen.lock()
+                    .unwrap()
+                    .push((header("x-job-id"), header("idempotency-key"), hung));
+                if hung {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                "optimized"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    };
+    let service = unique("worker-kill");
+    let names = QueueNames::new(&service);
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(
+        &dir,
+        &service,
+        &format!("http://{upstream}"),
+        AMQP,
+        &names.work,
+        ", results = \"redis\"",
+        &format!("[cache]\nbackend = \"redis\"\nredis_url = \"{REDIS}\"\n"),
+    );
+    let mut headers = http::HeaderMap::new();
+    headers.insert("idempotency-key", "upload-7".parse().unwrap());
+    let job = Job::capture(
+        JobId::new(wall_time(&UnixClock::new())),
+        &http::Method::POST,
+        &"/optimize/img".parse().unwrap(),
+        &headers,
+        b"\x89PNG".to_vec(),
+    )
+    .unwrap();
+    let id = job.id;
+    let conn = topology::connect(AMQP, T).await.expect("RabbitMQ on 5672");
+    let ch = conn.create_channel().await.unwrap();
+    topology::declare(&ch, &names, 3, T).await.unwrap();
+    Publisher::open(&conn, names.clone(), T)
+        .await
+        .unwrap()
+        .submit(&job)
+        .await
+        .unwrap();
+
+    let (mut first, _) = start_worker(&c).await;
+    let taken = tokio::time::timeout(Duration::from_secs(20), async {
+        while seen.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(taken.is_ok(), "the first worker replayed the job");
+    first.start_kill().unwrap(); // SIGKILL
+    let status = first.wait().await.unwrap();
+    assert_eq!(status.code(), None, "killed by a signal, not exited");
+
+    hang.store(false, Ordering::SeqCst);
+    let (second, _) = start_worker(&c).await;
+    let results = RedisResults::connect(
+        REDIS,
+        &format!("rempart:jobs:{service}:"),
+        Duration::from_secs(300),
+        T,
+    )
+    .await
+    .expect("Redis on 6379");
+    let done = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let now = wall_time(&UnixClock::new());
+            match results.get(id, now).await.unwrap() {
+                Some(JobState::Done(answer)) => break answer,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    // Room for a second, wrong, replay to show up before the counts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left = ch
+        .queue_declare(
+            names.work.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .map(|q| q.message_count());
+    let code = terminate(second).await;
+    delete_queues(&names, 3).await;
+
+    let answer = done.expect("the second worker completed the job within 30 s");
+    assert_eq!(answer.body, b"optimized");
+    let seen = seen.lock().unwrap().clone();
+    let same = (Some(id.to_string()), Some("upload-7".to_owned()));
+    assert_eq!(
+        seen,
+        vec![
+            (same.0.clone(), same.1.clone(), true),
+            (same.0, same.1, false)
+        ],
+        "one replay held by the killed worker, then exactly one that completed, both carrying the job id and key"
+    );
+    assert_eq!(left.unwrap(), 0, "nothing left in the work queue");
     assert_eq!(code, Some(0));
 }
