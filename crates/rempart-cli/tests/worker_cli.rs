@@ -2,8 +2,8 @@
 //! unreachable broker, the drain on SIGTERM, and a job published to the work
 //! queue replayed to a local upstream with its result landing in Redis, and
 //! a worker killed with SIGKILL mid-job whose job the next worker completes
-//! once. Real
-//! RabbitMQ on 127.0.0.1:5672 and Redis on 6379, names of this test's own.
+//! once. Real RabbitMQ on 127.0.0.1:5672 and Redis on 6379, names of this
+//! test's own.
 
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -308,6 +308,10 @@ async fn a_published_job_is_replayed_to_the_upstream_and_its_result_lands_in_red
     assert_eq!(code, Some(0));
 }
 
+/// What the upstream saw of one replay: its `X-Job-Id`, its
+/// `Idempotency-Key`, and whether it was held (never answered).
+type Replay = (Option<String>, Option<String>, bool);
+
 /// Seed 002's worker under a real crash: `rempart worker` is killed with
 /// SIGKILL while the upstream holds its replay (no ack, no result), and a
 /// second worker replays the job from RabbitMQ: it completes once, with the
@@ -318,7 +322,7 @@ async fn a_worker_killed_with_sigkill_mid_job_leaves_it_to_the_next_worker_which
     use std::sync::atomic::{AtomicBool, Ordering};
     // While `hang` is set the upstream takes the replay and never answers.
     let hang = Arc::new(AtomicBool::new(true));
-    let seen: Arc<Mutex<Vec<(Option<String>, Option<String>, bool)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Replay>>> = Arc::default();
     let upstream = {
         let (hang, seen) = (Arc::clone(&hang), Arc::clone(&seen));
         let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
