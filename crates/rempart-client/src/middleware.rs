@@ -395,28 +395,30 @@ impl Resilience {
             req.headers_mut().insert(deadline::HEADER, value);
             next.run(req, &mut ext)
         };
-        let work = async {
-            let resp = sending.await?;
-            match (&self.shared.cache, cache_key) {
-                // Boxed: reading and storing the body makes a large future,
-                // which every call without a cache would otherwise move around.
-                (Some(cache), Some(k)) if resp.status().is_success() => {
-                    Box::pin(async {
-                        let (resp, stored) = answer::buffer(resp).await?;
-                        cache.store(Arc::clone(k), stored).await;
-                        Ok(resp)
-                    })
-                    .await
-                }
-                _ => Ok(resp),
-            }
-        };
         // Timed from `started`, as the limit was (one clock read less).
-        let sent = match started.checked_add(limit) {
-            Some(until) => tokio::time::timeout_at(until, work),
-            None => tokio::time::timeout(limit, work),
-        }
-        .await;
+        let until = started.checked_add(limit);
+        let sent = match until {
+            Some(until) => tokio::time::timeout_at(until, sending).await,
+            None => tokio::time::timeout(limit, sending).await,
+        };
+        // A good answer to keep for the cache fallback is read whole within
+        // what is left of the same limit. In its own boxed future: reading and
+        // storing the body makes a large future, which every call without a
+        // cache would otherwise carry and move around.
+        let sent = match (sent, &self.shared.cache, cache_key) {
+            (Ok(Ok(resp)), Some(cache), Some(k)) if resp.status().is_success() => {
+                let keep = Box::pin(async {
+                    let (resp, stored) = answer::buffer(resp).await?;
+                    cache.store(Arc::clone(k), stored).await;
+                    Ok(resp)
+                });
+                match until {
+                    Some(until) => tokio::time::timeout_at(until, keep).await,
+                    None => tokio::time::timeout(limit, keep).await,
+                }
+            }
+            (sent, _, _) => sent,
+        };
         *exts.lock().unwrap_or_else(|p| p.into_inner()) = ext;
         let result = match sent {
             Ok(Ok(resp)) => Ok(resp),

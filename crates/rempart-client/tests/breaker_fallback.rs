@@ -8,7 +8,7 @@ use std::time::Duration;
 use rempart::CircuitState;
 use rempart::fallback::FallbackKind;
 use rempart_client::{AttemptOutcome, BreakerKey, ClientError, FallbackAnswer};
-use support::{Event, Server, body, config, resilient, status};
+use support::{Act, Event, Server, body, config, resilient, status};
 
 const S: Duration = Duration::from_secs(1);
 
@@ -133,6 +133,25 @@ async fn the_cache_answers_with_the_last_good_answer_until_its_ttl() {
         503,
         "past cache_ttl the cache does not answer"
     );
+}
+
+/// With the cache fallback, a good answer's body is read whole to be kept:
+/// that read is timed by the attempt's limit too, so a body that stalls
+/// fails the attempt instead of holding the call for ever.
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stalls_while_it_is_kept_for_the_cache_times_the_attempt_out() {
+    let server = Server::start(vec![Act::StallBody], body(200, "[\"Alien\"]")).await;
+    let (client, rec) = resilient(&config(
+        "max_retries = 1\n[retry.circuit_breaker]\nenabled = false\n\
+         [retry.fallback]\nenabled = true\nstrategy = \"cache\"\ncache_ttl = \"1h\"\n",
+    ));
+    let started = tokio::time::Instant::now();
+    let call = tokio::time::timeout(60 * S, client.get(server.url("/movies")).send());
+    let resp = call.await.expect("the call ends").unwrap();
+    assert_eq!(resp.text().await.unwrap(), "[\"Alien\"]");
+    assert_eq!(rec.attempts()[0], AttemptOutcome::TimedOut(2 * S));
+    // The stalled attempt's 2 s limit, then the 1 s pause before the retry.
+    assert_eq!(started.elapsed(), 3 * S);
 }
 
 #[tokio::test(start_paused = true)]

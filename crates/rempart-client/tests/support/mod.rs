@@ -1,5 +1,5 @@
 //! A real HTTP server on loopback whose answers a test scripts: a status
-//! (with headers), a hang, a reset connection; and a recorder of what the
+//! (with headers), a hang, a reset connection, a body that stalls; and a recorder of what the
 //! client reports, attempt by attempt, on tokio's (paused) clock.
 #![allow(dead_code)] // each test file uses its own part
 
@@ -24,6 +24,9 @@ pub(crate) enum Act {
     Hang,
     /// Read the request and reset the connection (RST).
     Reset,
+    /// Answer 200 with headers promising a body, send part of it, then
+    /// never the rest.
+    StallBody,
 }
 
 pub(crate) fn status(code: u16) -> Act {
@@ -158,6 +161,12 @@ impl Server {
                 let _ = stream.shutdown().await;
             }
             Act::Hang => std::future::pending::<()>().await,
+            Act::StallBody => {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n[\"Ali")
+                    .await;
+                std::future::pending::<()>().await
+            }
             Act::Reset => {
                 let _ = stream.set_zero_linger();
                 drop(stream);
