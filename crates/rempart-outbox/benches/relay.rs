@@ -234,11 +234,26 @@ async fn lag_bench(config: &RelayConfig) {
     let writers = env_or("WRITERS", 32);
     let client = async_nats::connect(NATS).await.unwrap();
     let js = jetstream::new(client.clone());
-    let (mut p99s, mut offered) = (Vec::new(), Vec::new());
-    for i in 0..runs() {
+    // `TRIGGERS=waiting,always`: the outbox's trigger (notify only while a
+    // relay waits) against the pre-v3 one (notify at every enqueue), alternated.
+    let triggers: Vec<String> = std::env::var("TRIGGERS")
+        .unwrap_or_else(|_| "waiting".into())
+        .split(',')
+        .map(|t| t.trim().to_owned())
+        .collect();
+    let (mut p99s, mut offered) = (
+        vec![Vec::new(); triggers.len()],
+        vec![Vec::new(); triggers.len()],
+    );
+    for i in 0..runs() * triggers.len() {
+        let slot = i % triggers.len();
+        let trigger = &triggers[slot];
         let prefix = format!("l{}", uuid::Uuid::new_v4().simple());
         stream(&js, &prefix).await;
         let (t, store) = pg().await;
+        if trigger == "always" {
+            always_notify(&store).await;
+        }
         // The writers' own pool, a connection each: on the relay's pool
         // (8) they queued for connections, not for the database.
         let opts = OpenOptions {
@@ -312,18 +327,34 @@ async fn lag_bench(config: &RelayConfig) {
         l.sort_by(|a, b| a.total_cmp(b));
         let (p50, p99, max) = (percentile(&l, 0.5), percentile(&l, 0.99), l[l.len() - 1]);
         println!(
-            "  run {i}: {writers} writers, relay pipelines {}, offered {offered_rate:.0} orders/s ({committed} committed), lag p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
+            "  run {}: trigger {trigger}, {writers} writers, relay pipelines {}, offered {offered_rate:.0} orders/s ({committed} committed), lag p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
+            i / triggers.len(),
             config.pipelines
         );
-        p99s.push(p99);
-        offered.push(offered_rate);
+        p99s[slot].push(p99);
+        offered[slot].push(offered_rate);
         js.delete_stream(prefix.to_uppercase()).await.unwrap();
     }
-    println!(
-        "LAG median p99 {:.1} ms at a median offered {:.0} orders/s",
-        median(p99s),
-        median(offered)
-    );
+    for (slot, trigger) in triggers.iter().enumerate() {
+        println!(
+            "LAG (trigger {trigger}) median p99 {:.1} ms at a median offered {:.0} orders/s",
+            median(p99s[slot].clone()),
+            median(offered[slot].clone())
+        );
+    }
+}
+
+/// The pre-v3 trigger: a `NOTIFY` at every enqueue, whether a relay waits or not.
+async fn always_notify(store: &OutboxStore) {
+    with_pool!(store.db(), pool => {
+        sqlx::raw_sql(
+            "CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM pg_notify('rempart_outbox', TG_TABLE_SCHEMA); RETURN NULL; END $$",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    });
 }
 
 /// An order and its 3 items, and with `outbox` its event, in one transaction.

@@ -84,9 +84,11 @@ pub mod inbox_order;
 mod message;
 mod metrics;
 mod nats;
+pub mod pace;
 mod relay;
 pub mod schema;
 mod store;
+mod waiters;
 
 pub use amqp::{AMQP_DEFAULT_MAX_MESSAGE, AmqpDestination};
 pub use consume::{
