@@ -25,7 +25,7 @@
 //! waits for it:
 //! - a pipeline whose claims keep finding rows claims again at once after a
 //!   full claim, else after [`RelayConfig::busy_poll_interval`]; nobody
-//!   notifies it, and its full claims wake an idle sibling;
+//!   notifies it, and a claim that found rows wakes an idle sibling;
 //! - after [`RelayConfig::idle_after`] without a row it is idle ([`crate::pace::next`],
 //!   a pure function of its cycles and the time passed). When every pipeline
 //!   of the relay is idle, the last one writes the relay's row in
@@ -472,9 +472,10 @@ impl<D: Destination> Relay<D> {
                     waiters.leave().await;
                 }
             }
-            if report.full && report.published + report.dead > 0 {
-                // More rows wait, and writers do not notify a busy relay:
-                // bring an idle sibling in.
+            if report.published + report.dead > 0 {
+                // Rows are coming, and writers do not notify a busy relay:
+                // keep a sibling in (else the others sleep to their poll and
+                // one pipeline carries the load; the lag bench showed it).
                 wake.notify_one();
             }
             match pace::next(&report, failures, rows_at.elapsed(), &pace) {
