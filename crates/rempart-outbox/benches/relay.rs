@@ -23,6 +23,7 @@
 //! `cargo bench -p rempart-outbox --bench relay -- relay enqueue`.
 
 use std::future::IntoFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,8 +35,8 @@ use futures_util::stream::FuturesUnordered;
 use rempart_db::test_support::TestDb;
 use rempart_db::{Db, OpenOptions, Pool, with_pool};
 use rempart_outbox::{
-    Destination, Envelope, Message, NatsDestination, OUTBOX_SCHEMA, Outbox, OutboxStore,
-    PublishError, Relay, RelayConfig, Routing,
+    Destination, Envelope, Message, NatsDestination, OUTBOX_SCHEMA, Outbox, OutboxMetrics,
+    OutboxStore, PublishError, Relay, RelayConfig, Routing,
 };
 
 const NATS: &str = "nats://127.0.0.1:4222";
@@ -229,8 +230,11 @@ impl<D: Destination> Destination for Timed<D> {
 }
 
 async fn lag_bench(config: &RelayConfig) {
-    const RATE: u64 = 5_000;
-    const SECONDS: u64 = 10;
+    // `RATE`: the offered orders/s (default 5,000); `SECONDS` (default 10).
+    let rate = env_or("RATE", 5_000).max(1);
+    let seconds = env_or("SECONDS", 10);
+    // `TRACE=1`: a line every 100 ms (pending rows, relay cycles, claims, idleness).
+    let trace = env_or("TRACE", 0) == 1;
     let writers = env_or("WRITERS", 32);
     let client = async_nats::connect(NATS).await.unwrap();
     let js = jetstream::new(client.clone());
@@ -270,7 +274,11 @@ async fn lag_bench(config: &RelayConfig) {
             ),
             lags_ms: lags.clone(),
         };
-        let relay = Arc::new(Relay::new(store.clone(), dest, config.clone()));
+        let metrics = OutboxMetrics::default();
+        let relay =
+            Arc::new(Relay::new(store.clone(), dest, config.clone()).with_metrics(metrics.clone()));
+        let committed_so_far = Arc::new(AtomicU64::new(0));
+        let commit_ms = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = {
             let relay = relay.clone();
@@ -283,15 +291,25 @@ async fn lag_bench(config: &RelayConfig) {
             })
         };
         let started = Instant::now();
+        let sampler = trace.then(|| {
+            tokio::spawn(sample(
+                store.clone(),
+                metrics.clone(),
+                committed_so_far.clone(),
+                lags.clone(),
+                format!("{trigger} run {}", i / triggers.len()),
+            ))
+        });
         let tasks: Vec<_> = (0..writers)
             .map(|w| {
                 let db = writer_db.clone();
+                let (committed_so_far, commit_ms) = (committed_so_far.clone(), commit_ms.clone());
                 tokio::spawn(async move {
-                    let every = Duration::from_nanos(1_000_000_000 * writers / RATE);
+                    let every = Duration::from_nanos(1_000_000_000 * writers / rate);
                     let mut tick = tokio::time::interval(every);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                     let mut n = 0u64;
-                    let end = Instant::now() + Duration::from_secs(SECONDS);
+                    let end = Instant::now() + Duration::from_secs(seconds);
                     while Instant::now() < end {
                         tick.tick().await;
                         let m = Message::new(
@@ -301,11 +319,18 @@ async fn lag_bench(config: &RelayConfig) {
                             payload(n as usize),
                         )
                         .unwrap();
+                        let began = Instant::now();
                         with_pool!(db, pool => {
                             let mut tx = pool.begin().await.unwrap();
                             Outbox::enqueue(&mut tx, &m).await.unwrap();
                             tx.commit().await.unwrap();
                         });
+                        // BEGIN to COMMIT's return: the writers' share of the lag.
+                        commit_ms
+                            .lock()
+                            .unwrap()
+                            .push(began.elapsed().as_secs_f64() * 1000.0);
+                        committed_so_far.fetch_add(1, Ordering::Relaxed);
                         n += 1;
                     }
                     n
@@ -322,14 +347,24 @@ async fn lag_bench(config: &RelayConfig) {
         }
         let _ = stop.send(());
         running.await.unwrap().unwrap();
+        if let Some(s) = sampler {
+            s.abort();
+        }
         writer_db.close().await;
+        let mut c = commit_ms.lock().unwrap().clone();
+        c.sort_by(|a, b| a.total_cmp(b));
+        let activity = metrics.relay_activity();
         let mut l = lags.lock().unwrap().clone();
         l.sort_by(|a, b| a.total_cmp(b));
         let (p50, p99, max) = (percentile(&l, 0.5), percentile(&l, 0.99), l[l.len() - 1]);
         println!(
-            "  run {}: trigger {trigger}, {writers} writers, relay pipelines {}, offered {offered_rate:.0} orders/s ({committed} committed), lag p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
+            "  run {}: trigger {trigger}, {writers} writers, relay pipelines {}, offered {offered_rate:.0} orders/s ({committed} committed), lag p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; writers' BEGIN..COMMIT p50 {:.1} ms, p99 {:.1} ms; relay {} cycles, {} rows claimed",
             i / triggers.len(),
-            config.pipelines
+            config.pipelines,
+            percentile(&c, 0.5),
+            percentile(&c, 0.99),
+            activity.cycles,
+            activity.claimed,
         );
         p99s[slot].push(p99);
         offered[slot].push(offered_rate);
@@ -341,6 +376,39 @@ async fn lag_bench(config: &RelayConfig) {
             median(p99s[slot].clone()),
             median(offered[slot].clone())
         );
+    }
+}
+
+/// Every 100 ms until aborted, one line on stderr: rows committed and
+/// published so far, pending, the relay's cycles and rows claimed in the
+/// interval, its idle pipelines and whether writers are asked to notify.
+async fn sample(
+    store: OutboxStore,
+    metrics: OutboxMetrics,
+    committed: Arc<AtomicU64>,
+    lags: Arc<Mutex<Vec<f64>>>,
+    label: String,
+) {
+    let started = Instant::now();
+    let mut last = metrics.relay_activity();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let pending = store.pending().await.unwrap_or(u64::MAX);
+        let a = metrics.relay_activity();
+        let published = lags.lock().unwrap().len();
+        eprintln!(
+            "[{label}] t {:>6} ms committed {:>6} published {:>6} pending {:>5} cycles +{:>3} claimed +{:>4} idle {} waiting {}",
+            started.elapsed().as_millis(),
+            committed.load(Ordering::Relaxed),
+            published,
+            pending,
+            a.cycles - last.cycles,
+            a.claimed - last.claimed,
+            a.idle_pipelines,
+            a.waiting,
+        );
+        last = a;
     }
 }
 

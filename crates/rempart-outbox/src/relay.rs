@@ -401,6 +401,7 @@ impl<D: Destination> Relay<D> {
             &self.config.owner,
             self.pipelines(),
             self.config.poll_interval,
+            self.metrics.waiting.clone(),
         );
         let pipelines =
             (0..self.pipelines()).map(|i| self.pipeline(i == 0, stopped.clone(), &wake, &waiters));
@@ -421,8 +422,12 @@ impl<D: Destination> Relay<D> {
     }
 
     async fn cycle_logged(&self) -> CycleReport {
+        self.metrics.cycles.inc();
         match self.run_once().await {
-            Ok(r) => r,
+            Ok(r) => {
+                self.metrics.claimed.inc_by(r.claimed as u64);
+                r
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "outbox relay cycle failed; rows stay pending");
                 CycleReport {
@@ -469,6 +474,7 @@ impl<D: Destination> Relay<D> {
                 rows_at = tokio::time::Instant::now();
                 if idle {
                     idle = false;
+                    self.metrics.idle_pipelines.dec();
                     waiters.leave().await;
                 }
             }
@@ -490,6 +496,7 @@ impl<D: Destination> Relay<D> {
                     // Registered (if last): claim once more before waiting,
                     // for a writer that committed without notifying.
                     idle = true;
+                    self.metrics.idle_pipelines.inc();
                     waiters.enter().await;
                 }
                 Next::Idle => {
@@ -505,6 +512,7 @@ impl<D: Destination> Relay<D> {
             }
         }
         if idle {
+            self.metrics.idle_pipelines.dec();
             waiters.leave().await;
         }
     }

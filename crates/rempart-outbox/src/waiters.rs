@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use sqlx::PgPool;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -21,6 +22,8 @@ pub(crate) struct Waiters {
     key: String,
     pipelines: usize,
     poll_interval: Duration,
+    /// 1 while the row stands (the relay's metrics).
+    waiting: Gauge,
     state: Mutex<State>,
 }
 
@@ -37,6 +40,7 @@ impl Waiters {
         owner: &str,
         pipelines: usize,
         poll_interval: Duration,
+        waiting: Gauge,
     ) -> Self {
         Waiters {
             pool,
@@ -44,6 +48,7 @@ impl Waiters {
             key: format!("{owner}/{}", uuid::Uuid::new_v4().simple()),
             pipelines,
             poll_interval,
+            waiting,
             state: Mutex::new(State::default()),
         }
     }
@@ -65,6 +70,7 @@ impl Waiters {
         let mut s = self.state.lock().await;
         s.idle = s.idle.saturating_sub(1);
         if s.registered.take().is_some() {
+            self.waiting.set(0);
             self.run(
                 sqlx::query("DELETE FROM outbox_relay_waiting WHERE waiter = $1").bind(&self.key),
             )
@@ -101,6 +107,7 @@ impl Waiters {
             .await;
         // Not written: writers do not notify, the poll interval covers.
         s.registered = written.then(Instant::now);
+        self.waiting.set(i64::from(written));
     }
 
     async fn run(
