@@ -13,7 +13,9 @@
 //!   statement there too);
 //! - `outbox_relay_lease`: the one relay allowed to run on SQLite;
 //! - `outbox_pending_age`, so a claim reads the oldest pending rows first
-//!   and stops at its limit instead of sorting the whole backlog;
+//!   and stops at its limit instead of sorting the whole backlog (on
+//!   PostgreSQL since version 4 usable by that walk only, so the claim's
+//!   per-aggregate lookups probe `outbox_pending`, see `store`);
 //! - on PostgreSQL, a trigger that notifies `rempart_outbox` with the
 //!   schema's name, so relays wake at commit instead of at their next poll;
 //!   since version 3 only while a relay waits for it (`outbox_relay_waiting`,
@@ -122,6 +124,13 @@ CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
             sqlite: "SELECT 1",
             postgres: NOTIFY_WHILE_WAITING,
         },
+        Migration {
+            version: 4,
+            name: "outbox claim lookups probe outbox_pending (PostgreSQL)",
+            // SQLite keeps its claim and index (no LATERAL there).
+            sqlite: "SELECT 1",
+            postgres: PENDING_AGE_FOR_DUE_ROWS,
+        },
     ],
 };
 
@@ -151,6 +160,18 @@ $f$, current_schema());
 END $do$;
 CREATE CONSTRAINT TRIGGER outbox_notify AFTER INSERT ON outbox
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION outbox_notify();
+";
+
+// PostgreSQL: `outbox_pending_age` serves the claim's walk over due rows
+// (`next_attempt_at <= $1` implies the predicate) and nothing else. With
+// `state = 'pending'` alone it matched the claim's per-aggregate lookups
+// too, and when statistics said few rows were pending the planner scanned
+// this small index whole for each head instead of probing
+// `outbox_pending`: quadratic in the backlog (`store::CLAIM_POSTGRES`).
+const PENDING_AGE_FOR_DUE_ROWS: &str = "
+DROP INDEX outbox_pending_age;
+CREATE INDEX outbox_pending_age ON outbox (created_at)
+  WHERE state = 'pending' AND next_attempt_at IS NOT NULL;
 ";
 
 // SQLite: the counter follows each insert, in the insert's statement, so
