@@ -10,12 +10,17 @@
 //!    flight; default `1,4`), in msg/s; beside them, in the same run and
 //!    in rotating order, the raw async-nats JetStream publish rate with
 //!    async acks (up to 1,024 in flight), the limit here.
-//! 2. `lag`: orders committed at a fixed 5,000/s (`WRITERS` writers, default
-//!    32, on a pool of their own, one order and its `OrderCreated` per
-//!    transaction) for 10 s while one relay runs with the last `PIPELINES`
-//!    setting; lag = broker ack time − the row's `created_at` (its
-//!    transaction's start, a millisecond or so before its commit),
-//!    p50/p99/max; the offered rate actually reached is printed beside it.
+//! 2. `lag`: orders committed at a fixed `RATE`/s (default 5,000; `WRITERS`
+//!    writers, default 32, on a pool of their own, one order and its
+//!    `OrderCreated` per transaction) for `SECONDS` (default 10) while one
+//!    relay runs with the last `PIPELINES` setting; lag = broker ack time −
+//!    the row's `created_at` (its transaction's start, a millisecond or so
+//!    before its commit), p50/p99/max; the offered rate actually reached and
+//!    the writers' own BEGIN..COMMIT p50/p99 are printed beside it.
+//!    `TRIGGERS=waiting,always` alternates the outbox's trigger with one
+//!    notifying at every enqueue (the pre-v3 one); `TRACE=1` logs every
+//!    100 ms the rows committed, published and pending, the relay's cycles
+//!    and claimed rows, its idle pipelines and whether writers notify it.
 //! 3. `enqueue`: a business transaction (an order and 3 items, 4 inserts)
 //!    with and without `Outbox::enqueue`, one connection, median latency.
 //!
