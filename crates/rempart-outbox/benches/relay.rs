@@ -10,12 +10,17 @@
 //!    flight; default `1,4`), in msg/s; beside them, in the same run and
 //!    in rotating order, the raw async-nats JetStream publish rate with
 //!    async acks (up to 1,024 in flight), the limit here.
-//! 2. `lag`: orders committed at a fixed 5,000/s (`WRITERS` writers, default
-//!    32, on a pool of their own, one order and its `OrderCreated` per
-//!    transaction) for 10 s while one relay runs with the last `PIPELINES`
-//!    setting; lag = broker ack time − the row's `created_at` (its
-//!    transaction's start, a millisecond or so before its commit),
-//!    p50/p99/max; the offered rate actually reached is printed beside it.
+//! 2. `lag`: orders committed at a fixed `RATE`/s (default 5,000; `WRITERS`
+//!    writers, default 32, on a pool of their own, one order and its
+//!    `OrderCreated` per transaction) for `SECONDS` (default 10) while one
+//!    relay runs with the last `PIPELINES` setting; lag = broker ack time −
+//!    the row's `created_at` (its transaction's start, a millisecond or so
+//!    before its commit), p50/p99/max; the offered rate actually reached and
+//!    the writers' own BEGIN..COMMIT p50/p99 are printed beside it.
+//!    `TRIGGERS=waiting,always` alternates the outbox's trigger with one
+//!    notifying at every enqueue (the pre-v3 one); `TRACE=1` logs every
+//!    100 ms the rows committed, published and pending, the relay's cycles
+//!    and claimed rows, its idle pipelines and whether writers notify it.
 //! 3. `enqueue`: a business transaction (an order and 3 items, 4 inserts)
 //!    with and without `Outbox::enqueue`, one connection, median latency.
 //!
@@ -23,6 +28,7 @@
 //! `cargo bench -p rempart-outbox --bench relay -- relay enqueue`.
 
 use std::future::IntoFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,8 +40,8 @@ use futures_util::stream::FuturesUnordered;
 use rempart_db::test_support::TestDb;
 use rempart_db::{Db, OpenOptions, Pool, with_pool};
 use rempart_outbox::{
-    Destination, Envelope, Message, NatsDestination, OUTBOX_SCHEMA, Outbox, OutboxStore,
-    PublishError, Relay, RelayConfig, Routing,
+    Destination, Envelope, Message, NatsDestination, OUTBOX_SCHEMA, Outbox, OutboxMetrics,
+    OutboxStore, PublishError, Relay, RelayConfig, Routing,
 };
 
 const NATS: &str = "nats://127.0.0.1:4222";
@@ -229,16 +235,34 @@ impl<D: Destination> Destination for Timed<D> {
 }
 
 async fn lag_bench(config: &RelayConfig) {
-    const RATE: u64 = 5_000;
-    const SECONDS: u64 = 10;
+    // `RATE`: the offered orders/s (default 5,000); `SECONDS` (default 10).
+    let rate = env_or("RATE", 5_000).max(1);
+    let seconds = env_or("SECONDS", 10);
+    // `TRACE=1`: a line every 100 ms (pending rows, relay cycles, claims, idleness).
+    let trace = env_or("TRACE", 0) == 1;
     let writers = env_or("WRITERS", 32);
     let client = async_nats::connect(NATS).await.unwrap();
     let js = jetstream::new(client.clone());
-    let (mut p99s, mut offered) = (Vec::new(), Vec::new());
-    for i in 0..runs() {
+    // `TRIGGERS=waiting,always`: the outbox's trigger (notify only while a
+    // relay waits) against the pre-v3 one (notify at every enqueue), alternated.
+    let triggers: Vec<String> = std::env::var("TRIGGERS")
+        .unwrap_or_else(|_| "waiting".into())
+        .split(',')
+        .map(|t| t.trim().to_owned())
+        .collect();
+    let (mut p99s, mut offered) = (
+        vec![Vec::new(); triggers.len()],
+        vec![Vec::new(); triggers.len()],
+    );
+    for i in 0..runs() * triggers.len() {
+        let slot = i % triggers.len();
+        let trigger = &triggers[slot];
         let prefix = format!("l{}", uuid::Uuid::new_v4().simple());
         stream(&js, &prefix).await;
         let (t, store) = pg().await;
+        if trigger == "always" {
+            always_notify(&store).await;
+        }
         // The writers' own pool, a connection each: on the relay's pool
         // (8) they queued for connections, not for the database.
         let opts = OpenOptions {
@@ -255,7 +279,11 @@ async fn lag_bench(config: &RelayConfig) {
             ),
             lags_ms: lags.clone(),
         };
-        let relay = Arc::new(Relay::new(store.clone(), dest, config.clone()));
+        let metrics = OutboxMetrics::default();
+        let relay =
+            Arc::new(Relay::new(store.clone(), dest, config.clone()).with_metrics(metrics.clone()));
+        let committed_so_far = Arc::new(AtomicU64::new(0));
+        let commit_ms = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = {
             let relay = relay.clone();
@@ -268,15 +296,25 @@ async fn lag_bench(config: &RelayConfig) {
             })
         };
         let started = Instant::now();
+        let sampler = trace.then(|| {
+            tokio::spawn(sample(
+                store.clone(),
+                metrics.clone(),
+                committed_so_far.clone(),
+                lags.clone(),
+                format!("{trigger} run {}", i / triggers.len()),
+            ))
+        });
         let tasks: Vec<_> = (0..writers)
             .map(|w| {
                 let db = writer_db.clone();
+                let (committed_so_far, commit_ms) = (committed_so_far.clone(), commit_ms.clone());
                 tokio::spawn(async move {
-                    let every = Duration::from_nanos(1_000_000_000 * writers / RATE);
+                    let every = Duration::from_nanos(1_000_000_000 * writers / rate);
                     let mut tick = tokio::time::interval(every);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                     let mut n = 0u64;
-                    let end = Instant::now() + Duration::from_secs(SECONDS);
+                    let end = Instant::now() + Duration::from_secs(seconds);
                     while Instant::now() < end {
                         tick.tick().await;
                         let m = Message::new(
@@ -286,11 +324,18 @@ async fn lag_bench(config: &RelayConfig) {
                             payload(n as usize),
                         )
                         .unwrap();
+                        let began = Instant::now();
                         with_pool!(db, pool => {
                             let mut tx = pool.begin().await.unwrap();
                             Outbox::enqueue(&mut tx, &m).await.unwrap();
                             tx.commit().await.unwrap();
                         });
+                        // BEGIN to COMMIT's return: the writers' share of the lag.
+                        commit_ms
+                            .lock()
+                            .unwrap()
+                            .push(began.elapsed().as_secs_f64() * 1000.0);
+                        committed_so_far.fetch_add(1, Ordering::Relaxed);
                         n += 1;
                     }
                     n
@@ -307,23 +352,82 @@ async fn lag_bench(config: &RelayConfig) {
         }
         let _ = stop.send(());
         running.await.unwrap().unwrap();
+        if let Some(s) = sampler {
+            s.abort();
+        }
         writer_db.close().await;
+        let mut c = commit_ms.lock().unwrap().clone();
+        c.sort_by(|a, b| a.total_cmp(b));
+        let activity = metrics.relay_activity();
         let mut l = lags.lock().unwrap().clone();
         l.sort_by(|a, b| a.total_cmp(b));
         let (p50, p99, max) = (percentile(&l, 0.5), percentile(&l, 0.99), l[l.len() - 1]);
         println!(
-            "  run {i}: {writers} writers, relay pipelines {}, offered {offered_rate:.0} orders/s ({committed} committed), lag p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
-            config.pipelines
+            "  run {}: trigger {trigger}, {writers} writers, relay pipelines {}, offered {offered_rate:.0} orders/s ({committed} committed), lag p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; writers' BEGIN..COMMIT p50 {:.1} ms, p99 {:.1} ms; relay {} cycles, {} rows claimed",
+            i / triggers.len(),
+            config.pipelines,
+            percentile(&c, 0.5),
+            percentile(&c, 0.99),
+            activity.cycles,
+            activity.claimed,
         );
-        p99s.push(p99);
-        offered.push(offered_rate);
+        p99s[slot].push(p99);
+        offered[slot].push(offered_rate);
         js.delete_stream(prefix.to_uppercase()).await.unwrap();
     }
-    println!(
-        "LAG median p99 {:.1} ms at a median offered {:.0} orders/s",
-        median(p99s),
-        median(offered)
-    );
+    for (slot, trigger) in triggers.iter().enumerate() {
+        println!(
+            "LAG (trigger {trigger}) median p99 {:.1} ms at a median offered {:.0} orders/s",
+            median(p99s[slot].clone()),
+            median(offered[slot].clone())
+        );
+    }
+}
+
+/// Every 100 ms until aborted, one line on stderr: rows committed and
+/// published so far, pending, the relay's cycles and rows claimed in the
+/// interval, its idle pipelines and whether writers are asked to notify.
+async fn sample(
+    store: OutboxStore,
+    metrics: OutboxMetrics,
+    committed: Arc<AtomicU64>,
+    lags: Arc<Mutex<Vec<f64>>>,
+    label: String,
+) {
+    let started = Instant::now();
+    let mut last = metrics.relay_activity();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let pending = store.pending().await.unwrap_or(u64::MAX);
+        let a = metrics.relay_activity();
+        let published = lags.lock().unwrap().len();
+        eprintln!(
+            "[{label}] t {:>6} ms committed {:>6} published {:>6} pending {:>5} cycles +{:>3} claimed +{:>4} idle {} waiting {}",
+            started.elapsed().as_millis(),
+            committed.load(Ordering::Relaxed),
+            published,
+            pending,
+            a.cycles - last.cycles,
+            a.claimed - last.claimed,
+            a.idle_pipelines,
+            a.waiting,
+        );
+        last = a;
+    }
+}
+
+/// The pre-v3 trigger: a `NOTIFY` at every enqueue, whether a relay waits or not.
+async fn always_notify(store: &OutboxStore) {
+    with_pool!(store.db(), pool => {
+        sqlx::raw_sql(
+            "CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM pg_notify('rempart_outbox', TG_TABLE_SCHEMA); RETURN NULL; END $$",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    });
 }
 
 /// An order and its 3 items, and with `outbox` its event, in one transaction.

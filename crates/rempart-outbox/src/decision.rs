@@ -301,25 +301,6 @@ impl CycleReport {
     }
 }
 
-/// How long the relay waits before its next claim (a notification may end the
-/// wait sooner, except after failures). After a full batch, no wait; after
-/// `failures` cycles in a row with transient failures, the backoff; otherwise
-/// the poll interval.
-pub fn next_wait(
-    report: &CycleReport,
-    failures: u32,
-    poll_interval: Duration,
-    backoff: &Backoff,
-) -> Duration {
-    if failures > 0 {
-        return backoff.delay(failures);
-    }
-    if report.full && report.published + report.dead > 0 {
-        return Duration::ZERO;
-    }
-    poll_interval
-}
-
 #[cfg(test)]
 #[path = "decision_tests.rs"]
 mod tests;

@@ -139,21 +139,6 @@ fn bad_headers_are_not_admissible() {
     assert!(admissible(&r, None, &PayloadChecks::new()).is_err());
 }
 
-#[test]
-fn the_relay_pauses_after_failures_and_not_after_a_full_batch() {
-    let b = Backoff::exponential(Duration::from_millis(100), 2.0, Duration::from_secs(5)).unwrap();
-    let poll = Duration::from_secs(1);
-    let full = CycleReport {
-        claimed: 10,
-        published: 10,
-        full: true,
-        ..Default::default()
-    };
-    assert_eq!(next_wait(&full, 0, poll, &b), Duration::ZERO);
-    assert_eq!(next_wait(&full, 3, poll, &b), Duration::from_millis(400));
-    assert_eq!(next_wait(&CycleReport::default(), 0, poll, &b), poll);
-}
-
 proptest! {
     /// Every row lands in exactly one chain, a chain holds one aggregate in
     /// `seq` order, and no two chains share an aggregate.

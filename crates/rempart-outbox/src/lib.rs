@@ -84,9 +84,11 @@ pub mod inbox_order;
 mod message;
 mod metrics;
 mod nats;
+pub mod pace;
 mod relay;
 pub mod schema;
 mod store;
+mod waiters;
 
 pub use amqp::{AMQP_DEFAULT_MAX_MESSAGE, AmqpDestination};
 pub use consume::{
@@ -98,7 +100,7 @@ pub use drill::CutProxy;
 pub use enqueue::{Backend, EnqueueError, Handled, Inbox, Outbox, message_id};
 pub use inbox_order::Position;
 pub use message::{Envelope, InvalidMessage, Message};
-pub use metrics::OutboxMetrics;
+pub use metrics::{OutboxMetrics, RelayActivity};
 pub use nats::{NatsConnectError, NatsDestination};
 pub use relay::{NOTIFY_CHANNEL, Relay, RelayConfig, RelayError};
 pub use schema::{INBOX_SCHEMA, OUTBOX_SCHEMA};

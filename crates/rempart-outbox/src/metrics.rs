@@ -35,6 +35,24 @@ pub struct OutboxMetrics {
     pub(crate) published: Family<Labels, Counter>,
     pub(crate) errors: Family<Labels, Counter>,
     pub(crate) lag: Histogram,
+    pub(crate) cycles: Counter,
+    pub(crate) claimed: Counter,
+    pub(crate) idle_pipelines: Gauge,
+    pub(crate) waiting: Gauge,
+}
+
+/// A relay's activity so far, read from its [`OutboxMetrics`]: to tell a
+/// relay that falls behind from one that waits (the lag bench logs it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayActivity {
+    /// Cycles run (claims, empty ones included).
+    pub cycles: u64,
+    /// Rows claimed over those cycles.
+    pub claimed: u64,
+    /// Pipelines idle now (waiting for a notification or the poll).
+    pub idle_pipelines: i64,
+    /// 1 while the relay's row in `outbox_relay_waiting` stands (writers notify).
+    pub waiting: i64,
 }
 
 impl Default for OutboxMetrics {
@@ -46,6 +64,10 @@ impl Default for OutboxMetrics {
             errors: Family::default(),
             // 1 ms to about 65 s.
             lag: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            cycles: Counter::default(),
+            claimed: Counter::default(),
+            idle_pipelines: Gauge::default(),
+            waiting: Gauge::default(),
         }
     }
 }
@@ -79,6 +101,26 @@ impl OutboxMetrics {
             self.lag.clone(),
         );
         registry.register(
+            "outbox_relay_cycles",
+            "Relay cycles run (claims, empty ones included)",
+            self.cycles.clone(),
+        );
+        registry.register(
+            "outbox_relay_claimed_rows",
+            "Rows the relay's cycles claimed",
+            self.claimed.clone(),
+        );
+        registry.register(
+            "outbox_relay_idle_pipelines",
+            "Relay pipelines waiting for a notification or the poll",
+            self.idle_pipelines.clone(),
+        );
+        registry.register(
+            "outbox_relay_waiting",
+            "1 while writers are asked to notify the relay (PostgreSQL)",
+            self.waiting.clone(),
+        );
+        registry.register(
             "inbox_duplicates",
             "Deliveries the inbox had already seen",
             INBOX_DUPLICATES.clone(),
@@ -88,6 +130,16 @@ impl OutboxMetrics {
             "Deliveries ahead of their aggregate's next message, sent back to the broker",
             INBOX_OUT_OF_ORDER.clone(),
         );
+    }
+
+    /// The relay's cycles, claimed rows and idleness so far.
+    pub fn relay_activity(&self) -> RelayActivity {
+        RelayActivity {
+            cycles: self.cycles.get(),
+            claimed: self.claimed.get(),
+            idle_pipelines: self.idle_pipelines.get(),
+            waiting: self.waiting.get(),
+        }
     }
 
     pub(crate) fn of(destination: &str) -> Labels {

@@ -15,6 +15,38 @@
 //! during the publishes, so a single relay holds a lease row instead, reads
 //! without a lock, and writes the outcomes in a short transaction checked
 //! against its fencing token; it runs one cycle at a time.
+//!
+//! # Waking: notifications only while a relay waits
+//!
+//! PostgreSQL commits the transactions that ran `NOTIFY` one at a time (a
+//! database-wide lock held through the commit's WAL flush): with a notify in
+//! every enqueue, 16 writers managed 254 commits/s where 1,514 commit
+//! without (pgbench, BENCHMARKS.md). So writers notify only while a relay
+//! waits for it:
+//! - a pipeline whose claims keep finding rows claims again at once after a
+//!   full claim, else after [`RelayConfig::busy_poll_interval`]; nobody
+//!   notifies it, and a claim that found rows wakes an idle sibling;
+//! - after [`RelayConfig::idle_after`] without a row it is idle ([`crate::pace::next`],
+//!   a pure function of its cycles and the time passed). When every pipeline
+//!   of the relay is idle, the last one writes the relay's row in
+//!   `outbox_relay_waiting` (autocommit), then claims once more; the
+//!   trigger, deferred to the writer's commit, notifies while any row is
+//!   unexpired. Idle pipelines wait for a notification or
+//!   [`RelayConfig::poll_interval`];
+//! - the first idle pipeline whose claim finds rows deletes the row: the
+//!   relay is busy again.
+//!
+//! Several relays: each has its own row (keyed by owner and run), so one
+//! waking never clears another's; writers notify while any relay waits. A
+//! row carries an expiry (3 polls + 1 s, renewed as idle pipelines wake),
+//! so a relay killed while waiting stops the notifications soon.
+//! What a wake-up can miss, the poll catches, never later: a writer that
+//! read the table just before a row was written and committed after the
+//! claim that follows it (the window is that writer's commit itself, the
+//! trigger being deferred), a registration that failed, a lost listener.
+//! Considered and not taken: one shared flag (clearing it would strand
+//! another waiting relay) and a counter of waiters (a dead relay's count
+//! never comes down, and then writers notify for ever).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -36,7 +68,9 @@ use crate::decision::{
 use crate::destination::Destination;
 use crate::message::Envelope;
 use crate::metrics::OutboxMetrics;
+use crate::pace::{self, Next, Pace};
 use crate::store::{Backlog, OutboxStore, apply_in, claim_in};
+use crate::waiters::Waiters;
 
 /// The PostgreSQL channel the outbox trigger notifies (payload: the schema).
 pub const NOTIFY_CHANNEL: &str = "rempart_outbox";
@@ -69,6 +103,12 @@ pub struct RelayConfig {
     /// and half the default pool of 8 is left to the application. SQLite
     /// runs one (its lease).
     pub pipelines: u32,
+    /// The pause between claims while rows keep coming, with no
+    /// notification asked for (see the module doc).
+    pub busy_poll_interval: Duration,
+    /// How long a pipeline goes without a row before it is idle; when all
+    /// are, writers notify the relay. Zero: idle at the first empty claim.
+    pub idle_after: Duration,
 }
 
 impl Default for RelayConfig {
@@ -87,6 +127,8 @@ impl Default for RelayConfig {
             },
             lease: Duration::from_secs(15),
             pipelines: 4,
+            busy_poll_interval: Duration::from_millis(5),
+            idle_after: Duration::from_millis(25),
         }
     }
 }
@@ -341,16 +383,28 @@ impl<D: Destination> Relay<D> {
     }
 
     /// Runs cycles until `shutdown` completes: [`RelayConfig::pipelines`]
-    /// loops, each starting its next cycle after a full batch at once,
-    /// otherwise at a notification of a commit (PostgreSQL; one listener
-    /// for all) or the poll interval; after failures (database or broker),
-    /// with backoff. At `shutdown` each finishes its cycle and stops.
+    /// loops, each claiming again at once after a full batch, shortly while
+    /// rows come, and, once idle (module doc), at a notification of a
+    /// commit (PostgreSQL; one listener for all) or the poll interval;
+    /// after failures (database or broker), with backoff. At `shutdown`
+    /// each finishes its cycle and stops.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
         let (stop, stopped) = watch::channel(false);
         let wake = Notify::new();
         let listener = self.listen().await;
+        let pool = match (&listener, self.store.db().pool()) {
+            (Some(_), Pool::Postgres(pool)) => Some(pool.clone()),
+            _ => None,
+        };
+        let waiters = Waiters::new(
+            pool,
+            &self.config.owner,
+            self.pipelines(),
+            self.config.poll_interval,
+            self.metrics.waiting.clone(),
+        );
         let pipelines =
-            (0..self.pipelines()).map(|i| self.pipeline(i == 0, stopped.clone(), &wake));
+            (0..self.pipelines()).map(|i| self.pipeline(i == 0, stopped.clone(), &wake, &waiters));
         let mut work = std::pin::pin!(join_all(pipelines));
         let mut notifications = std::pin::pin!(self.forward_notifications(listener, &wake));
         let mut shutdown = std::pin::pin!(shutdown);
@@ -367,11 +421,41 @@ impl<D: Destination> Relay<D> {
         }
     }
 
+    async fn cycle_logged(&self) -> CycleReport {
+        self.metrics.cycles.inc();
+        match self.run_once().await {
+            Ok(r) => {
+                self.metrics.claimed.inc_by(r.claimed as u64);
+                r
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox relay cycle failed; rows stay pending");
+                CycleReport {
+                    retried: 1,
+                    ..CycleReport::default()
+                }
+            }
+        }
+    }
+
     /// One loop of cycles; `refreshes` makes it the one that refreshes the
     /// backlog gauges.
-    async fn pipeline(&self, refreshes: bool, mut stopped: watch::Receiver<bool>, wake: &Notify) {
+    async fn pipeline(
+        &self,
+        refreshes: bool,
+        mut stopped: watch::Receiver<bool>,
+        wake: &Notify,
+        waiters: &Waiters,
+    ) {
+        let pace = Pace {
+            busy_poll: self.config.busy_poll_interval,
+            idle_after: self.config.idle_after,
+            backoff: self.config.backoff,
+        };
         let mut failures: u32 = 0;
         let mut refreshed_at: u64 = 0;
+        let mut rows_at = tokio::time::Instant::now();
+        let mut idle = false;
         while !*stopped.borrow() {
             let now = self.now_ms();
             if refreshes && now.saturating_sub(refreshed_at) >= 1000 {
@@ -380,35 +464,56 @@ impl<D: Destination> Relay<D> {
                     tracing::debug!(error = %e, "outbox relay: backlog not read");
                 }
             }
-            let report = match self.run_once().await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox relay cycle failed; rows stay pending");
-                    CycleReport {
-                        retried: 1,
-                        ..CycleReport::default()
-                    }
-                }
-            };
+            let report = self.cycle_logged().await;
             failures = if report.destination_failing() {
                 failures.saturating_add(1)
             } else {
                 0
             };
-            let wait = decision::next_wait(
-                &report,
-                failures,
-                self.config.poll_interval,
-                &self.config.backoff,
-            );
-            if wait.is_zero() {
-                continue;
+            if report.claimed > 0 || failures > 0 {
+                rows_at = tokio::time::Instant::now();
+                if idle {
+                    idle = false;
+                    self.metrics.idle_pipelines.dec();
+                    waiters.leave().await;
+                }
             }
-            tokio::select! {
-                _ = stopped.changed() => {}
-                () = tokio::time::sleep(wait) => {}
-                () = wake.notified(), if failures == 0 => {}
+            if report.published + report.dead > 0 {
+                // Rows are coming, and writers do not notify a busy relay:
+                // keep a sibling in (else the others sleep to their poll and
+                // one pipeline carries the load; the lag bench showed it).
+                wake.notify_one();
             }
+            match pace::next(&report, failures, rows_at.elapsed(), &pace) {
+                Next::Now => {}
+                Next::Poll(d) | Next::Backoff(d) => {
+                    tokio::select! {
+                        _ = stopped.changed() => {}
+                        () = tokio::time::sleep(d) => {}
+                    }
+                }
+                Next::Idle if !idle => {
+                    // Registered (if last): claim once more before waiting,
+                    // for a writer that committed without notifying.
+                    idle = true;
+                    self.metrics.idle_pipelines.inc();
+                    waiters.enter().await;
+                }
+                Next::Idle => {
+                    tokio::select! {
+                        _ = stopped.changed() => {}
+                        () = tokio::time::sleep(self.config.poll_interval) => {}
+                        () = wake.notified() => {}
+                    }
+                    // Still idle unless the next claim finds rows: the row
+                    // must outlive this wait (a no-op until half a poll old).
+                    waiters.renew().await;
+                }
+            }
+        }
+        if idle {
+            self.metrics.idle_pipelines.dec();
+            waiters.leave().await;
         }
     }
 

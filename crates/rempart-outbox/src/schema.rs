@@ -13,9 +13,15 @@
 //!   statement there too);
 //! - `outbox_relay_lease`: the one relay allowed to run on SQLite;
 //! - `outbox_pending_age`, so a claim reads the oldest pending rows first
-//!   and stops at its limit instead of sorting the whole backlog;
-//! - on PostgreSQL, a statement trigger that notifies `rempart_outbox` with
-//!   the schema's name, so relays wake at commit instead of at their next poll.
+//!   and stops at its limit instead of sorting the whole backlog (on
+//!   PostgreSQL since version 4 usable by that walk only, so the claim's
+//!   per-aggregate lookups probe `outbox_pending`, see `store`);
+//! - on PostgreSQL, a trigger that notifies `rempart_outbox` with the
+//!   schema's name, so relays wake at commit instead of at their next poll;
+//!   since version 3 only while a relay waits for it (`outbox_relay_waiting`,
+//!   a row per idle relay with an expiry), run at commit (deferred): a
+//!   transaction that ran `NOTIFY` commits under a database-wide lock, so
+//!   notifying on every enqueue capped the writers (see `relay`'s doc).
 //!
 //! The inbox keeps `(consumer, message_id)` rows (version 1) and, per
 //! consumer and aggregate, the last seq applied (`inbox_sequences`, version 2).
@@ -111,8 +117,62 @@ CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
             // PostgreSQL's enqueue moves the counter in its own statement (a CTE).
             postgres: "SELECT 1",
         },
+        Migration {
+            version: 3,
+            name: "outbox notifies only while a relay waits",
+            // SQLite has no NOTIFY: its relay polls.
+            sqlite: "SELECT 1",
+            postgres: NOTIFY_WHILE_WAITING,
+        },
+        Migration {
+            version: 4,
+            name: "outbox claim lookups probe outbox_pending (PostgreSQL)",
+            // SQLite keeps its claim and index (no LATERAL there).
+            sqlite: "SELECT 1",
+            postgres: PENDING_AGE_FOR_DUE_ROWS,
+        },
     ],
 };
+
+// PostgreSQL: a relay about to wait for a notification writes a row
+// (`until` bounds it if the relay dies); the trigger notifies only while
+// one is unexpired. Deferred and per row, so it reads the table at commit:
+// a writer that read it before a relay registered then commits just after
+// (the relay's claim after registering covers earlier commits). The table
+// is named with the schema, written in when the migration runs, so the
+// function needs no search path and its plan is cached.
+const NOTIFY_WHILE_WAITING: &str = "
+CREATE TABLE outbox_relay_waiting (
+  waiter VARCHAR(200) PRIMARY KEY,
+  until  TIMESTAMPTZ NOT NULL
+);
+DROP TRIGGER outbox_notify ON outbox;
+DO $do$ BEGIN
+EXECUTE format($f$
+CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM %I.outbox_relay_waiting WHERE until > now()) THEN
+    PERFORM pg_notify('rempart_outbox', TG_TABLE_SCHEMA);
+  END IF;
+  RETURN NULL;
+END $$
+$f$, current_schema());
+END $do$;
+CREATE CONSTRAINT TRIGGER outbox_notify AFTER INSERT ON outbox
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION outbox_notify();
+";
+
+// PostgreSQL: `outbox_pending_age` serves the claim's walk over due rows
+// (`next_attempt_at <= $1` implies the predicate) and nothing else. With
+// `state = 'pending'` alone it matched the claim's per-aggregate lookups
+// too, and when statistics said few rows were pending the planner scanned
+// this small index whole for each head instead of probing
+// `outbox_pending`: quadratic in the backlog (`store::CLAIM_POSTGRES`).
+const PENDING_AGE_FOR_DUE_ROWS: &str = "
+DROP INDEX outbox_pending_age;
+CREATE INDEX outbox_pending_age ON outbox (created_at)
+  WHERE state = 'pending' AND next_attempt_at IS NOT NULL;
+";
 
 // SQLite: the counter follows each insert, in the insert's statement, so
 // `enqueue` is one round trip (it reads `last_seq + 1` in a subquery). MAX:
