@@ -51,6 +51,7 @@ both_backends!(
     an_event_sent_twice_is_refused,
     checkpoints_are_signed_and_closures_journaled,
     a_checkpoint_without_the_registers_key_is_refused,
+    a_batch_larger_than_one_insert_keeps_every_field_in_place,
 );
 
 async fn a_stream_reads_back_forward_and_backward(backend: &str) {
@@ -372,4 +373,76 @@ async fn a_checkpoint_without_the_registers_key_is_refused(backend: &str) {
         matches!(err, StoreError::NoKey { ref register, .. } if register == "r2"),
         "{err}"
     );
+}
+
+/// A batch of more rows than one INSERT takes (several statements, binds
+/// placed by order on SQLite): every event reads back with its own fields.
+async fn a_batch_larger_than_one_insert_keeps_every_field_in_place(backend: &str) {
+    let (s, _t) = store(backend).await;
+    let events = |stream: u32, n: u32| -> Vec<NewEvent> {
+        (0..n)
+            .map(|i| {
+                let mut meta = Metadata::new(&format!("s{}", i % 3), "r1");
+                meta.training = i % 2 == 1;
+                meta.extra.insert("i".into(), json!(i));
+                let mut e = NewEvent::new(&format!("TYPE_{stream}_{i}"), json!({"i": i}), meta);
+                e.recorded_at = Some(1_000 + i64::from(i));
+                if i % 100 == 99 {
+                    e = e.signed(Checkpoint::Ticket);
+                }
+                e
+            })
+            .collect()
+    };
+    let batch = vec![
+        StreamAppend {
+            stream_id: "big-a".into(),
+            expected: ExpectedVersion::NoStream,
+            events: events(0, 700),
+        },
+        StreamAppend {
+            stream_id: "big-b".into(),
+            expected: ExpectedVersion::NoStream,
+            events: events(1, 450),
+        },
+    ];
+    let ids: Vec<_> = batch
+        .iter()
+        .flat_map(|sa| sa.events.iter().map(|e| e.event_id))
+        .collect();
+    let r = s.append_batch(batch).await.unwrap();
+    assert_eq!((r[0].version, r[0].last_position), (700, 700));
+    assert_eq!(
+        (r[1].version, r[1].first_position, r[1].last_position),
+        (450, 701, 1150)
+    );
+    let all = s.read_all(1, 2_000).await.unwrap();
+    assert_eq!(all.len(), 1150);
+    for (at, e) in all.iter().enumerate() {
+        let (stream, i) = if at < 700 {
+            ("big-a", at)
+        } else {
+            ("big-b", at - 700)
+        };
+        let i = i as u32;
+        assert_eq!(e.event_id, ids[at]);
+        assert_eq!(e.position, at as u64 + 1);
+        assert_eq!(e.stream_id, stream);
+        assert_eq!(e.version, u64::from(i) + 1);
+        assert_eq!(
+            e.event_type,
+            format!("TYPE_{}_{i}", u32::from(stream == "big-b"))
+        );
+        assert_eq!(e.payload, json!({"i": i}));
+        assert_eq!(e.metadata.store_id, format!("s{}", i % 3));
+        assert_eq!(e.metadata.register_id, "r1");
+        assert_eq!(e.metadata.training, i % 2 == 1);
+        assert_eq!(e.metadata.extra["i"], json!(i));
+        assert_eq!(e.recorded_at, 1_000 + i64::from(i));
+        assert_eq!(e.chain_seq, at as u64 + 1);
+        assert_eq!(e.signature.is_some(), i % 100 == 99);
+    }
+    let report = verify(s.db(), &VerifyOptions::default()).await.unwrap();
+    assert!(report.intact(), "{:?}", report.findings);
+    assert_eq!((report.events, report.signatures), (1150, 11));
 }

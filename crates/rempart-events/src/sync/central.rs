@@ -52,9 +52,17 @@ pub struct RecordedConflict {
     pub decision: Option<(u32, u64)>,
 }
 
-fn in_list(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${}", i + 1))
+/// `n` placeholders for an `IN (…)`: anonymous `?` on SQLite, where sqlx's
+/// lookup of each `$N`'s name is a linear scan (quadratic in `n`).
+fn in_list(n: usize, sqlite: bool) -> String {
+    (0..n)
+        .map(|i| {
+            if sqlite {
+                "?".to_owned()
+            } else {
+                format!("${}", i + 1)
+            }
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -124,7 +132,7 @@ impl Central {
         for chunk in events.chunks(500) {
             let sql = format!(
                 "SELECT event_id FROM events WHERE event_id IN ({})",
-                in_list(0, chunk.len())
+                in_list(chunk.len(), self.store.db().backend() == "sqlite")
             );
             let ids: Vec<Uuid> = with_pool!(self.store.db(), pool => {
                 let mut q = sqlx::query_scalar(&sql);
@@ -322,7 +330,7 @@ impl Central {
         for chunk in streams.chunks(500) {
             let sql = format!(
                 "SELECT stream_id, register_id, clock, event_type FROM events WHERE stream_id IN ({})",
-                in_list(0, chunk.len())
+                in_list(chunk.len(), self.store.db().backend() == "sqlite")
             );
             let rows: Vec<(String, String, Vec<u8>, String)> = with_pool!(self.store.db(), pool => {
                 let mut q = sqlx::query_as(&sql);
