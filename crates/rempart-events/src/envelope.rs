@@ -5,8 +5,11 @@
 //! `dateCommerciale`. Readers (the projection, closures) decode with
 //! [`decode`], writers encode with [`encode`], so both agree on one layout.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
+pub use crate::store::read::EventRef;
 use crate::store::{Metadata, NewEvent, RecordedEvent};
 use crate::ticket::{BusinessDate, TicketEvent, TicketMeta};
 
@@ -89,17 +92,91 @@ pub fn decode(
     Ok(Some((meta, event)))
 }
 
+/// [`decode`] for an event borrowed by a replay ([`EventStore::replay_all`]):
+/// the payload text is parsed straight into the ticket event, and only the
+/// business date is read from the metadata. `Ok(None)`: not a ticket event
+/// (its payload is then not parsed at all).
+///
+/// [`EventStore::replay_all`]: crate::store::EventStore::replay_all
+pub fn decode_ref(
+    recorded: &EventRef<'_>,
+) -> Result<Option<(TicketMeta, TicketEvent)>, EnvelopeError> {
+    let mut payload = serde_json::Deserializer::from_str(recorded.payload);
+    let Some(event) = payload_event(recorded.event_type, &mut payload) else {
+        return Ok(None);
+    };
+    let bad = |reason: String| EnvelopeError {
+        position: recorded.position,
+        event_type: recorded.event_type.to_owned(),
+        reason,
+    };
+    let mut event = event
+        .and_then(|e| payload.end().map(|()| e))
+        .map_err(|e| bad(e.to_string()))?;
+    let business_date: BusinessDate = business_date(recorded.metadata)
+        .map_err(|e| bad(format!("its metadata is not a JSON object: {e}")))?
+        .ok_or_else(|| bad(format!("its metadata has no {BUSINESS_DATE_KEY}")))?
+        .parse()
+        .map_err(|e| bad(format!("{e}")))?;
+    if let TicketEvent::Closed(c) = &mut event {
+        c.training |= recorded.training;
+    }
+    let meta = TicketMeta {
+        store_id: recorded.store_id.into(),
+        register_id: recorded.register_id.into(),
+        business_date,
+    };
+    Ok(Some((meta, event)))
+}
+
+/// The business date in metadata JSON text, read without building the map;
+/// `Ok(None)` when absent or not a string, as [`decode`] sees it.
+fn business_date(metadata: &str) -> Result<Option<Cow<'_, str>>, serde_json::Error> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    struct DateIn;
+    impl<'de> Visitor<'de> for DateIn {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            // The last occurrence of the key wins, as in a `serde_json::Map`.
+            let mut date = None;
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if key == BUSINESS_DATE_KEY {
+                    date = match map.next_value::<Value>()? {
+                        Value::String(s) => Some(Cow::Owned(s)),
+                        _ => None,
+                    };
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(date)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(metadata);
+    let date = (&mut de).deserialize_map(DateIn)?;
+    de.end()?;
+    Ok(date)
+}
+
 /// The ticket event of kind `kind` from its payload, read in place
 /// (`&Value` is a deserializer): the replay's hot path, where building a
 /// tagged JSON copy of every payload for the enum cost more than the fold.
 /// `None`: not a ticket kind. The kinds are [`TICKET_KINDS`]; a unit test
 /// checks this match against them and against [`TicketEvent::kind`].
-fn payload_event(kind: &str, payload: &Value) -> Option<Result<TicketEvent, serde_json::Error>> {
+/// Generic over the deserializer: a `&Value` ([`decode`]) or the payload's
+/// text ([`decode_ref`]).
+fn payload_event<'de, D: serde::Deserializer<'de>>(
+    kind: &str,
+    payload: D,
+) -> Option<Result<TicketEvent, D::Error>> {
     use serde::Deserialize;
-    fn read<'a, T: Deserialize<'a>>(
-        payload: &'a Value,
+    fn read<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+        payload: D,
         wrap: fn(T) -> TicketEvent,
-    ) -> Option<Result<TicketEvent, serde_json::Error>> {
+    ) -> Option<Result<TicketEvent, D::Error>> {
         Some(T::deserialize(payload).map(wrap))
     }
     match kind {
@@ -197,6 +274,65 @@ mod tests {
             let r = recorded(encode(&meta, &event));
             assert_eq!(decode(&r).unwrap(), Some((meta.clone(), event)));
         }
+    }
+
+    /// `r` as a replay lends it, its JSON written out as stored.
+    fn borrowed<'a>(r: &'a RecordedEvent, payload: &'a str, metadata: &'a str) -> EventRef<'a> {
+        EventRef {
+            position: r.position,
+            stream_id: &r.stream_id,
+            version: r.version,
+            event_type: &r.event_type,
+            payload,
+            store_id: &r.metadata.store_id,
+            register_id: &r.metadata.register_id,
+            training: r.metadata.training,
+            metadata,
+        }
+    }
+
+    #[test]
+    fn the_text_decode_agrees_with_the_tree_decode_and_names_bad_rows() {
+        let meta = TicketMeta {
+            store_id: "magasin-1".into(),
+            register_id: "caisse-1".into(),
+            business_date: "2026-11-29".parse().unwrap(),
+        };
+        let totals = ticket_totals(&[(VatRate::NORMAL, Cents::new(12_00))], &[]).unwrap();
+        let close = TicketEvent::Closed(TicketClosed::from_totals(totals, "0001", false).unwrap());
+        let mut r = recorded(encode(&meta, &close));
+        // A close marked training only on the envelope stays out of revenue.
+        r.metadata.training = true;
+        let (payload, metadata) = (
+            r.payload.to_string(),
+            Value::from(r.metadata.extra.clone()).to_string(),
+        );
+        let text = decode_ref(&borrowed(&r, &payload, &metadata)).unwrap();
+        assert_eq!(text, decode(&r).unwrap());
+        assert!(matches!(&text, Some((_, TicketEvent::Closed(c))) if c.training));
+        // The last of a repeated key wins, as in the tree.
+        let twice = r#"{"dateCommerciale": "2026-11-28", "dateCommerciale": "2026-11-29"}"#;
+        assert_eq!(decode_ref(&borrowed(&r, &payload, twice)).unwrap(), text);
+        let refused = |payload: &str, metadata: &str| {
+            let e = decode_ref(&borrowed(&r, payload, metadata)).unwrap_err();
+            assert_eq!((e.position, e.event_type.as_str()), (7, "TICKET_CLOS"));
+            e.reason
+        };
+        assert!(refused(&payload, "{}").contains(BUSINESS_DATE_KEY));
+        assert!(refused(&payload, r#"{"dateCommerciale": 20261129}"#).contains(BUSINESS_DATE_KEY));
+        assert!(refused(&payload, r#"["2026-11-29"]"#).contains("not a JSON object"));
+        assert!(refused(&payload, &format!("{metadata} x")).contains("not a JSON object"));
+        assert!(!refused(&format!("{payload} x"), &metadata).is_empty());
+        assert!(!refused("not json", &metadata).is_empty());
+        assert!(!refused(r#"{"mode": "CB", "montant": 100}"#, &metadata).is_empty());
+        let other = RecordedEvent {
+            event_type: "CLOTURE_JOUR".into(),
+            ..r.clone()
+        };
+        assert_eq!(
+            decode_ref(&borrowed(&other, "not json", "{}")).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -166,7 +166,9 @@ pub async fn open_for_verify(path: &str) -> Result<Db, VerifyError> {
     }
     let opts = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(Path::new(file))
-        .read_only(true);
+        .read_only(true)
+        // As `Db::open` does: the scan's rows are not handed over 50 at a time.
+        .row_buffer_size(1024);
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(opts)
@@ -388,6 +390,15 @@ pub async fn verify(db: &Db, opts: &VerifyOptions) -> Result<Report, VerifyError
         .collect();
     let mut expected_position: i64 = manifest.iter().map(|m| m.first_position).min().unwrap_or(1);
     let mut versions: HashMap<String, i64> = HashMap::new();
+    // The anchors by register then seq, looked up per event by borrowed
+    // name (no key built per row).
+    let mut anchored: HashMap<&str, HashMap<i64, &Anchor>> = HashMap::new();
+    for ((register, seq), a) in &anchors {
+        anchored
+            .entry(register.as_str())
+            .or_default()
+            .insert(*seq, a);
+    }
 
     // The events, streamed in position order.
     let mut first: Option<Finding> = None;
@@ -401,20 +412,22 @@ pub async fn verify(db: &Db, opts: &VerifyOptions) -> Result<Report, VerifyError
     with_pool!(db, pool => {
         let mut rows = sqlx::query(&sql).fetch(pool);
         while let Some(r) = rows.try_next().await.map_err(err)? {
+            // Every column is borrowed from the row: the chain hashes the
+            // stored bytes as they are, with no copy per field.
             let position: i64 = r.try_get(0).map_err(err)?;
-            let register: String = r.try_get(7).map_err(err)?;
+            let register: &str = r.try_get(7).map_err(err)?;
             let seq: i64 = r.try_get(13).map_err(err)?;
             if first.is_some() {
                 if let Some((reg, s)) = &missing
-                    && *reg == register && *s == seq {
+                    && reg == register && *s == seq {
                     moved = true;
                     break;
                 }
                 continue;
             }
             report.events += 1;
-            let stream: String = r.try_get(2).map_err(err)?;
-            let at = |d: Damage, detail: String| finding(d, Some(&stream), Some(position as u64), Some(&register), Some(seq), detail);
+            let stream: &str = r.try_get(2).map_err(err)?;
+            let at = |d: Damage, detail: String| finding(d, Some(stream), Some(position as u64), Some(register), Some(seq), detail);
             if position != expected_position {
                 first = Some(finding(Damage::Deleted, None, Some(expected_position as u64), None, None, format!(
                     "positions {expected_position}..={} are missing (the next record is stream {stream} position {position}): events deleted",
@@ -422,9 +435,12 @@ pub async fn verify(db: &Db, opts: &VerifyOptions) -> Result<Report, VerifyError
                 continue;
             }
             expected_position += 1;
-            let chain = chains.entry(register.clone()).or_insert(ChainState { next_seq: 1, prev: GENESIS, last_position: None });
+            let chain = match chains.get_mut(register) {
+                Some(chain) => chain,
+                None => chains.entry(register.to_owned()).or_insert(ChainState { next_seq: 1, prev: GENESIS, last_position: None }),
+            };
             if seq > chain.next_seq {
-                missing = Some((register.clone(), chain.next_seq));
+                missing = Some((register.to_owned(), chain.next_seq));
                 first = Some(at(Damage::Deleted, format!(
                     "register {register}'s chain jumps from seq {} to {seq}: events deleted", chain.next_seq - 1)));
                 continue;
@@ -436,41 +452,44 @@ pub async fn verify(db: &Db, opts: &VerifyOptions) -> Result<Report, VerifyError
             }
             let event_id: uuid::Uuid = r.try_get(1).map_err(err)?;
             let version: i64 = r.try_get(3).map_err(err)?;
-            let event_type: String = r.try_get(4).map_err(err)?;
-            let payload: String = r.try_get(5).map_err(err)?;
-            let store_id: String = r.try_get(6).map_err(err)?;
+            let event_type: &str = r.try_get(4).map_err(err)?;
+            let payload: &str = r.try_get(5).map_err(err)?;
+            let store_id: &str = r.try_get(6).map_err(err)?;
             let training: bool = r.try_get(8).map_err(err)?;
-            let metadata: String = r.try_get(9).map_err(err)?;
-            let clock: Vec<u8> = r.try_get(10).map_err(err)?;
+            let metadata: &str = r.try_get(9).map_err(err)?;
+            let clock: &[u8] = r.try_get(10).map_err(err)?;
             let recorded_at: i64 = r.try_get(11).map_err(err)?;
-            let checkpoint: Option<String> = r.try_get(12).map_err(err)?;
-            let stored: Vec<u8> = r.try_get(14).map_err(err)?;
-            let signature: Option<Vec<u8>> = r.try_get(15).map_err(err)?;
+            let checkpoint: Option<&str> = r.try_get(12).map_err(err)?;
+            let stored: &[u8] = r.try_get(14).map_err(err)?;
+            let signature: Option<&[u8]> = r.try_get(15).map_err(err)?;
             let computed = EventFields {
                 event_id: event_id.as_bytes(),
-                register_id: &register,
+                register_id: register,
                 chain_seq: seq,
-                stream_id: &stream,
-                event_type: &event_type,
-                payload: &payload,
-                store_id: &store_id,
+                stream_id: stream,
+                event_type,
+                payload,
+                store_id,
                 training,
-                metadata: &metadata,
-                clock: &clock,
+                metadata,
+                clock,
                 recorded_at,
-                checkpoint: checkpoint.as_deref().unwrap_or(""),
+                checkpoint: checkpoint.unwrap_or(""),
             }
             .link(&chain.prev);
-            if as_hash(&stored) != Some(computed) {
+            if as_hash(stored) != Some(computed) {
                 first = Some(at(Damage::Altered, "the chain hash does not match this record's content: a field was changed, or the record inserted".into()));
                 continue;
             }
-            if let Some(a) = anchors.get(&(register.clone(), seq))
+            if let Some(a) = anchored.get(register).and_then(|by_seq| by_seq.get(&seq))
                 && a.chain_hash != computed {
                 first = Some(at(Damage::Altered, format!("the chain here differs from the head recorded by {}", a.source)));
                 continue;
             }
-            let next_version = versions.entry(stream.clone()).or_insert(if report.archive { version } else { 1 });
+            let next_version = match versions.get_mut(stream) {
+                Some(v) => v,
+                None => versions.entry(stream.to_owned()).or_insert(if report.archive { version } else { 1 }),
+            };
             if version != *next_version {
                 // The chain does not hash the version (each store numbers its
                 // streams): a version out of step is a changed field.
@@ -478,10 +497,10 @@ pub async fn verify(db: &Db, opts: &VerifyOptions) -> Result<Report, VerifyError
                 continue;
             }
             *next_version += 1;
-            if let Some(kind) = &checkpoint {
+            if let Some(kind) = checkpoint {
                 report.signatures += 1;
-                let ks = keys.get(&register).map_or(&[][..], Vec::as_slice);
-                let ok = signature.as_deref().is_some_and(|s| signed_by_any(ks, &checkpoint_message(&register, seq, &computed), s));
+                let ks = keys.get(register).map_or(&[][..], Vec::as_slice);
+                let ok = signature.is_some_and(|s| signed_by_any(ks, &checkpoint_message(register, seq, &computed), s));
                 if !ok {
                     let why = if ks.is_empty() { "no public key is known for the register" } else if signature.is_none() { "the signature is missing" } else { "the signature does not verify with the register's key: replaced" };
                     first = Some(at(Damage::Signature, format!("{kind} checkpoint: {why}")));

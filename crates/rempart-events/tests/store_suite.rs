@@ -52,6 +52,7 @@ both_backends!(
     checkpoints_are_signed_and_closures_journaled,
     a_checkpoint_without_the_registers_key_is_refused,
     a_batch_larger_than_one_insert_keeps_every_field_in_place,
+    a_replay_lends_what_read_all_gives_and_stops_at_the_first_error,
 );
 
 async fn a_stream_reads_back_forward_and_backward(backend: &str) {
@@ -445,4 +446,81 @@ async fn a_batch_larger_than_one_insert_keeps_every_field_in_place(backend: &str
     let report = verify(s.db(), &VerifyOptions::default()).await.unwrap();
     assert!(report.intact(), "{:?}", report.findings);
     assert_eq!((report.events, report.signatures), (1150, 11));
+}
+
+async fn a_replay_lends_what_read_all_gives_and_stops_at_the_first_error(backend: &str) {
+    let (s, _t) = store(backend).await;
+    let mut training = ev(9);
+    training.metadata.training = true;
+    training
+        .metadata
+        .extra
+        .insert("dateCommerciale".into(), json!("2026-11-29"));
+    s.append("t-1", ExpectedVersion::NoStream, evs(0..3))
+        .await
+        .unwrap();
+    s.append("t-2", ExpectedVersion::NoStream, vec![training])
+        .await
+        .unwrap();
+    let all = s.read_all(2, 100).await.unwrap();
+    let mut seen = Vec::new();
+    let last = s
+        .replay_all(2, 100, |e| {
+            let payload: serde_json::Value = serde_json::from_str(e.payload).unwrap();
+            let extra: serde_json::Value = serde_json::from_str(e.metadata).unwrap();
+            seen.push((
+                e.position,
+                e.stream_id.to_owned(),
+                e.version,
+                e.event_type.to_owned(),
+                payload,
+                Metadata {
+                    store_id: e.store_id.to_owned(),
+                    register_id: e.register_id.to_owned(),
+                    training: e.training,
+                    extra: extra.as_object().cloned().unwrap(),
+                },
+            ));
+            Ok::<(), StoreError>(())
+        })
+        .await
+        .unwrap();
+    let expected: Vec<_> = all
+        .iter()
+        .map(|e| {
+            let r = e.clone();
+            (
+                r.position,
+                r.stream_id,
+                r.version,
+                r.event_type,
+                r.payload,
+                r.metadata,
+            )
+        })
+        .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(last, Some(4));
+    assert_eq!(
+        s.replay_all(5, 100, |_| Ok::<(), StoreError>(()))
+            .await
+            .unwrap(),
+        None
+    );
+    // The visitor's error ends the replay at that event.
+    let mut visited = 0;
+    let e = s
+        .replay_all(1, 100, |e| {
+            visited += 1;
+            if e.position == 2 {
+                return Err(StoreError::Invalid("stop here".into()));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (visited, e.to_string().as_str()),
+        (2, "cannot append: stop here")
+    );
 }

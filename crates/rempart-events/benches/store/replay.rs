@@ -6,6 +6,9 @@
 //!   ticket: `EventStore::ticket` (read the stream, decode, fold);
 //! - `read_all`: everything in global order, a page of 1,000 at a time,
 //!   decoded and folded into one state per stream;
+//! - `replay_all`: the same through `EventStore::replay_all`, which lends
+//!   each row's fold columns to the fold, and `decode_ref`, which parses
+//!   the payload text straight into the ticket event;
 //! - `fold_only`: the same decode and fold over events already in memory
 //!   (no database): the ceiling the two above approach.
 
@@ -13,9 +16,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use rempart_events::envelope::decode;
+use rempart_events::envelope::{decode, decode_ref};
 use rempart_events::store::{EventStore, ExpectedVersion, RecordedEvent};
 use rempart_events::ticket::{Ticket, TicketStatus, apply};
+use rempart_events::till::TillError;
 
 use super::workload;
 
@@ -47,6 +51,28 @@ async fn read_all(store: &EventStore) -> HashMap<String, Ticket> {
         from = last.position + 1;
         fold(&mut states, &page);
     }
+}
+
+async fn replay_all(store: &EventStore) -> HashMap<String, Ticket> {
+    let mut states: HashMap<String, Ticket> = HashMap::with_capacity(TICKETS);
+    let mut from = 1;
+    while let Some(last) = store
+        .replay_all(from, 1_000, |e| {
+            if let Some((_, event)) = decode_ref(&e)? {
+                let state = match states.get_mut(e.stream_id) {
+                    Some(state) => state,
+                    None => states.entry(e.stream_id.to_owned()).or_default(),
+                };
+                *state = apply(std::mem::take(state), &event);
+            }
+            Ok::<(), TillError>(())
+        })
+        .await
+        .unwrap()
+    {
+        from = last + 1;
+    }
+    states
 }
 
 fn closed(states: &HashMap<String, Ticket>) -> usize {
@@ -98,6 +124,9 @@ pub(crate) fn replaying(c: &mut Criterion) {
     });
     g.bench_function("read_all", |b| {
         b.iter(|| assert_eq!(closed(&rt.block_on(read_all(&store))), TICKETS))
+    });
+    g.bench_function("replay_all", |b| {
+        b.iter(|| assert_eq!(closed(&rt.block_on(replay_all(&store))), TICKETS))
     });
     let events: Vec<RecordedEvent> = rt.block_on(async {
         let mut all = Vec::new();
