@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use rempart::clock::UnixClock;
-use rempart_gateway::queue::decision::JobState;
+use rempart_gateway::queue::decision::{JobState, StoredAnswer};
 use rempart_gateway::queue::job::{Job, JobId};
 use rempart_gateway::queue::publish::Publisher;
 use rempart_gateway::queue::redis_results::RedisResults;
@@ -54,6 +54,48 @@ fn config(
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// A config for `service` whose results go to the real Redis, so a test
+/// (another process) can read them.
+fn redis_config(
+    dir: &tempfile::TempDir,
+    service: &str,
+    upstream: std::net::SocketAddr,
+    names: &QueueNames,
+) -> std::path::PathBuf {
+    config(
+        dir,
+        service,
+        &format!("http://{upstream}"),
+        AMQP,
+        &names.work,
+        ", results = \"redis\"",
+        &format!("[cache]\nbackend = \"redis\"\nredis_url = \"{REDIS}\"\n"),
+    )
+}
+
+/// The stored answer of job `id` of `service` once it is done in Redis;
+/// `None` if it is not done `within`.
+async fn done_in_redis(service: &str, id: JobId, within: Duration) -> Option<StoredAnswer> {
+    let results = RedisResults::connect(
+        REDIS,
+        &format!("rempart:jobs:{service}:"),
+        Duration::from_secs(300),
+        T,
+    )
+    .await
+    .expect("Redis on 6379");
+    let wait = async {
+        loop {
+            let now = wall_time(&UnixClock::new());
+            match results.get(id, now).await.unwrap() {
+                Some(JobState::Done(answer)) => break answer,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    };
+    tokio::time::timeout(within, wait).await.ok()
 }
 
 /// Runs `rempart ARGS` to its end, killed past 30 s: a worker that should
@@ -244,15 +286,7 @@ async fn a_published_job_is_replayed_to_the_upstream_and_its_result_lands_in_red
     let service = unique("worker-e2e");
     let names = QueueNames::new(&service);
     let dir = tempfile::tempdir().unwrap();
-    let c = config(
-        &dir,
-        &service,
-        &format!("http://{upstream}"),
-        AMQP,
-        &names.work,
-        ", results = \"redis\"",
-        &format!("[cache]\nbackend = \"redis\"\nredis_url = \"{REDIS}\"\n"),
-    );
+    let c = redis_config(&dir, &service, upstream, &names);
     let job = Job::capture(
         JobId::new(wall_time(&UnixClock::new())),
         &http::Method::POST,
@@ -271,29 +305,7 @@ async fn a_published_job_is_replayed_to_the_upstream_and_its_result_lands_in_red
     }
 
     let (child, _) = start_worker(&c).await;
-    let done = async {
-        let results = RedisResults::connect(
-            REDIS,
-            &format!("rempart:jobs:{service}:"),
-            Duration::from_secs(300),
-            T,
-        )
-        .await
-        .expect("Redis on 6379");
-        let wait = async {
-            loop {
-                let now = wall_time(&UnixClock::new());
-                match results.get(id, now).await.unwrap() {
-                    Some(JobState::Done(answer)) => break answer,
-                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(20), wait)
-            .await
-            .ok()
-    }
-    .await;
+    let done = done_in_redis(&service, id, Duration::from_secs(20)).await;
     let code = terminate(child).await;
     delete_queues(&names, 3).await;
     let answer = done.expect("the job is done in Redis within 20 s");
@@ -352,15 +364,7 @@ async fn a_worker_killed_with_sigkill_mid_job_leaves_it_to_the_next_worker_which
     let service = unique("worker-kill");
     let names = QueueNames::new(&service);
     let dir = tempfile::tempdir().unwrap();
-    let c = config(
-        &dir,
-        &service,
-        &format!("http://{upstream}"),
-        AMQP,
-        &names.work,
-        ", results = \"redis\"",
-        &format!("[cache]\nbackend = \"redis\"\nredis_url = \"{REDIS}\"\n"),
-    );
+    let c = redis_config(&dir, &service, upstream, &names);
     let mut headers = http::HeaderMap::new();
     headers.insert("idempotency-key", "upload-7".parse().unwrap());
     let job = Job::capture(
@@ -396,24 +400,7 @@ async fn a_worker_killed_with_sigkill_mid_job_leaves_it_to_the_next_worker_which
 
     hang.store(false, Ordering::SeqCst);
     let (second, _) = start_worker(&c).await;
-    let results = RedisResults::connect(
-        REDIS,
-        &format!("rempart:jobs:{service}:"),
-        Duration::from_secs(300),
-        T,
-    )
-    .await
-    .expect("Redis on 6379");
-    let done = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let now = wall_time(&UnixClock::new());
-            match results.get(id, now).await.unwrap() {
-                Some(JobState::Done(answer)) => break answer,
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    })
-    .await;
+    let done = done_in_redis(&service, id, Duration::from_secs(30)).await;
     // Room for a second, wrong, replay to show up before the counts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let left = ch
